@@ -1,0 +1,1 @@
+"""drawer package."""

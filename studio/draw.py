@@ -1,0 +1,89 @@
+"""What goes into the drawer and what comes out of it. Images travel as PNG bytes (base64 in JSON)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from studio.geometry import Box
+from studio.plan import TurnPlan
+
+_BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+SchedulerName = Literal["ddim", "dpm++", "euler", "euler_a", "pndm", "default"]
+
+
+class DrawSettings(BaseModel):
+    """Generation settings of one turn. Defaults follow AutoStudio's SD1.5 run (notes §1.6)."""
+
+    preset: str = Field(default="tiny", description="model preset name from the settings")
+    steps: int = Field(default=30, ge=1, le=200)
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    img_scale: float = Field(default=0.7, ge=0.0, le=5.0, description="IP-Adapter strength inside boxes")
+    fuse_scale: tuple[float, float] = Field(
+        default=(1.2, 0.0), description="text weight of a subject inside its box; IP weight of the background"
+    )
+    global_weight: float = Field(default=0.3, ge=0.0, le=2.0, description="global prompt weight inside boxes")
+    refine_step: int | None = Field(
+        default=20, ge=0, description="from this step on, plain global-prompt attention; None: never"
+    )
+    subject_init: bool = True
+    subject_init_steps: int = Field(default=10, ge=0)
+    subject_init_strength: float = Field(default=0.8, ge=0.0, le=1.0)
+    prerender_steps: int = Field(default=15, ge=1, le=200)
+    scheduler: SchedulerName = "ddim"
+
+    @model_validator(mode="after")
+    def _steps_consistent(self) -> DrawSettings:
+        if self.subject_init_steps > self.steps:
+            raise ValueError("subject_init_steps cannot exceed steps")
+        return self
+
+
+class DrawJob(BaseModel):
+    """A turn plan, the reference image of each subject that has one, and the settings."""
+
+    model_config = _BYTES_AS_BASE64
+
+    plan: TurnPlan
+    references: dict[str, bytes] = Field(default_factory=dict, description="subject id → PNG/JPEG bytes")
+    settings: DrawSettings = Field(default_factory=DrawSettings)
+    previous_image: bytes | None = Field(default=None, description="the image an editing turn keeps outside its boxes")
+
+    @model_validator(mode="after")
+    def _refs_belong_to_plan(self) -> DrawJob:
+        unknown = sorted(set(self.references) - set(self.plan.subject_ids))
+        if unknown:
+            raise ValueError(f"references given for subjects not in the plan: {unknown}")
+        if self.plan.edit is not None and self.previous_image is None:
+            raise ValueError("an editing plan needs the previous image")
+        return self
+
+
+class SubjectCrop(BaseModel):
+    """Where one planned subject was found in an image, and its square-padded, masked crop."""
+
+    model_config = _BYTES_AS_BASE64
+
+    subject_id: str
+    found: bool
+    reason: str | None = Field(default=None, description="why the subject is missing, when it is")
+    box: Box | None = None
+    score: float = 0.0
+    iou_with_plan: float = 0.0
+    mask: bytes | None = Field(default=None, description="PNG, mode L, canvas size, 255 = subject")
+    crop: bytes | None = Field(default=None, description="PNG, square-padded masked crop (the reference)")
+
+
+class DrawResult(BaseModel):
+    model_config = _BYTES_AS_BASE64
+
+    image: bytes = Field(description="PNG of the turn's picture")
+    width: int
+    height: int
+    seed: int
+    crops: dict[str, SubjectCrop] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
+    debug_image: bytes | None = Field(default=None, description="PNG with planned and detected boxes drawn")

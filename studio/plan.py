@@ -1,0 +1,239 @@
+"""The turn plan ("prompt book") and its CMIGBench / AutoStudio JSON forms."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+
+from studio.geometry import Box
+from studio.subjects import parent_of, validate_subject_id
+
+CMIGBENCH_BOX_SPACE = 512
+DEFAULT_MAX_CANVAS_SIDE = 2048
+_NONE_TEXT = "None"
+
+
+class PlanItem(BaseModel):
+    """One subject placed in a turn: which subject, what it does here, and where."""
+
+    subject_id: str
+    phrase: str = Field(min_length=1, max_length=300)
+    box: Box
+    name: str | None = Field(
+        default=None, description="noun to detect; defaults to the phrase's text before the first comma"
+    )
+
+    @field_validator("subject_id", mode="before")
+    @classmethod
+    def _id(cls, value: str | int) -> str:
+        return validate_subject_id(value)
+
+    @property
+    def detection_name(self) -> str:
+        if self.name:
+            return self.name
+        return self.phrase.split(",", 1)[0].strip()
+
+
+class EditSpec(BaseModel):
+    """Keep the previous image everywhere except inside the boxes of these subjects (or extra boxes)."""
+
+    regenerate_subject_ids: list[str] = Field(default_factory=list)
+    regenerate_boxes: list[Box] = Field(default_factory=list)
+    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> EditSpec:
+        if not self.regenerate_subject_ids and not self.regenerate_boxes:
+            raise ValueError("an edit must name at least one subject or box to regenerate")
+        return self
+
+
+class TurnPlan(BaseModel):
+    """Everything the drawer needs to know about one turn's picture, boxes in canvas pixels."""
+
+    height: int = Field(default=512, description="canvas height in pixels, a multiple of 8")
+    width: int = Field(default=512, description="canvas width in pixels, a multiple of 8")
+    caption: str = Field(default="", max_length=2000)
+    background: str = Field(default="", max_length=500)
+    negative: str | None = Field(default=None, max_length=1000)
+    items: list[PlanItem] = Field(default_factory=list)
+    edit: EditSpec | None = None
+
+    @field_validator("height", "width")
+    @classmethod
+    def _canvas_side(cls, value: int, info: ValidationInfo) -> int:
+        max_side = (info.context or {}).get("max_canvas_side", DEFAULT_MAX_CANVAS_SIDE)
+        if value < 64:
+            raise ValueError("canvas sides must be at least 64 pixels")
+        if value % 8:
+            raise ValueError(f"canvas side {value} is not a multiple of 8")
+        if value > max_side:
+            raise ValueError(f"canvas side {value} exceeds the maximum of {max_side}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_items(self) -> TurnPlan:
+        ids = [item.subject_id for item in self.items]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate subject ids in one turn: {duplicates}")
+        present = set(ids)
+        for item in self.items:
+            parent = parent_of(item.subject_id)
+            if parent is not None and parent not in present:
+                raise ValueError(f"component {item.subject_id!r} needs its parent {parent!r} in the same turn")
+        clipped_items = []
+        for item in self.items:
+            clipped = item.box.clipped(self.height, self.width)
+            if clipped is None:
+                raise ValueError(
+                    f"box of subject {item.subject_id!r} lies wholly outside the {self.width}x{self.height} canvas"
+                )
+            clipped_items.append(item.model_copy(update={"box": clipped}) if clipped != item.box else item)
+        self.items = clipped_items
+        if self.edit is not None:
+            unknown = [s for s in self.edit.regenerate_subject_ids if s not in present]
+            if unknown:
+                raise ValueError(f"edit names subjects not in this turn: {unknown}")
+        return self
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return [item.subject_id for item in self.items]
+
+    def item(self, subject_id: str) -> PlanItem:
+        for item in self.items:
+            if item.subject_id == subject_id:
+                return item
+        raise KeyError(subject_id)
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.negative or ""
+
+    def global_prompt(self) -> str:
+        """The prompt AutoStudio actually conditions on: "<background> with <phrase1>, <phrase2>, …"."""
+        phrases = ", ".join(item.phrase for item in self.items)
+        if self.background and phrases:
+            return f"{self.background} with {phrases}"
+        return self.background or phrases or self.caption
+
+
+# --- CMIGBench / AutoStudio JSON forms --------------------------------------------------------------
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+class TurnFormat(BaseModel):
+    """How a turn was written in its file, so that writing it back loses nothing."""
+
+    explicit_size: bool
+    int_ids: bool
+
+
+def plan_from_cmigbench(turn: dict[str, Any], canvas: tuple[int, int] = (512, 512)) -> tuple[TurnPlan, TurnFormat]:
+    """Read one turn of either form. With `size` [h, w] boxes are canvas pixels; without it they are in
+    CMIGBench's 512-pixel space and are rescaled to `canvas` (h, w)."""
+    explicit = "size" in turn
+    height, width = (int(turn["size"][0]), int(turn["size"][1])) if explicit else canvas
+    sx = 1.0 if explicit else width / CMIGBENCH_BOX_SPACE
+    sy = 1.0 if explicit else height / CMIGBENCH_BOX_SPACE
+    items = []
+    int_ids = False
+    for entry in turn.get("objects", []):
+        if not isinstance(entry, list | tuple) or len(entry) != 3:
+            raise ValueError(f"an object must be [phrase, [x, y, w, h], id], got {entry!r}")
+        phrase, box, subject_id = entry
+        int_ids = int_ids or isinstance(subject_id, int)
+        x, y, w, h = (float(v) for v in box)
+        items.append(PlanItem(subject_id=subject_id, phrase=phrase, box=Box(x=x * sx, y=y * sy, w=w * sx, h=h * sy)))
+    negative = turn.get("negative")
+    plan = TurnPlan(
+        height=height,
+        width=width,
+        caption=turn.get("caption", ""),
+        background=turn.get("background", ""),
+        negative=None if negative in (None, _NONE_TEXT, "") else negative,
+        items=items,
+    )
+    return plan, TurnFormat(explicit_size=explicit, int_ids=int_ids)
+
+
+def plan_to_cmigbench(plan: TurnPlan, fmt: TurnFormat | None = None) -> dict[str, Any]:
+    fmt = fmt or TurnFormat(explicit_size=True, int_ids=False)
+    sx = 1.0 if fmt.explicit_size else CMIGBENCH_BOX_SPACE / plan.width
+    sy = 1.0 if fmt.explicit_size else CMIGBENCH_BOX_SPACE / plan.height
+    objects = []
+    for item in plan.items:
+        box = item.box
+        coords = [_number(_round(box.x * sx)), _number(_round(box.y * sy)), _number(_round(box.w * sx)), _number(_round(box.h * sy))]
+        subject_id: str | int = int(item.subject_id) if fmt.int_ids and "-" not in item.subject_id else item.subject_id
+        objects.append([item.phrase, coords, subject_id])
+    out: dict[str, Any] = {}
+    if fmt.explicit_size:
+        out["size"] = [plan.height, plan.width]
+    out.update(
+        caption=plan.caption,
+        objects=objects,
+        background=plan.background,
+        negative=plan.negative if plan.negative is not None else _NONE_TEXT,
+    )
+    return out
+
+
+def _round(value: float) -> float:
+    rounded = round(value, 6)
+    return rounded if math.isfinite(rounded) else value
+
+
+class Dialogue(BaseModel):
+    """One dialogue of a CMIGBench-form file: turns in order, plus any extra keys kept verbatim."""
+
+    name: str
+    turns: list[TurnPlan]
+    formats: list[TurnFormat]
+    turn_keys: list[str]
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def turn_number(key: str) -> int | None:
+    """'turn 3' → 3 (compared as numbers, never as strings); other keys → None."""
+    parts = key.split()
+    if len(parts) == 2 and parts[0] == "turn" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def load_dialogues(source: str | Path | dict[str, Any], canvas: tuple[int, int] = (512, 512)) -> list[Dialogue]:
+    data = json.loads(Path(source).read_text()) if not isinstance(source, dict) else source
+    dialogues = []
+    for name, body in data.items():
+        numbered = sorted(
+            ((turn_number(key), key) for key in body if turn_number(key) is not None), key=lambda pair: pair[0]
+        )
+        turns, formats, keys = [], [], []
+        for _, key in numbered:
+            plan, fmt = plan_from_cmigbench(body[key], canvas=canvas)
+            turns.append(plan)
+            formats.append(fmt)
+            keys.append(key)
+        extra = {key: value for key, value in body.items() if turn_number(key) is None}
+        dialogues.append(Dialogue(name=name, turns=turns, formats=formats, turn_keys=keys, extra=extra))
+    return dialogues
+
+
+def dump_dialogues(dialogues: list[Dialogue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dialogue in dialogues:
+        body: dict[str, Any] = dict(dialogue.extra)
+        for key, plan, fmt in zip(dialogue.turn_keys, dialogue.turns, dialogue.formats, strict=True):
+            body[key] = plan_to_cmigbench(plan, fmt)
+        out[dialogue.name] = body
+    return out

@@ -1,0 +1,138 @@
+"""Configuration: environment variables `STUDIO_*` (nested with `__`) and an optional TOML file
+named by `STUDIO_CONFIG_FILE`."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+Dtype = Literal["float32", "float16", "bfloat16", "auto"]
+
+
+class ModelPreset(BaseModel):
+    """How to load a drawer model. `kind` picks the architecture; `tiny` builds random weights."""
+
+    kind: Literal["tiny", "tiny-sdxl", "sd15", "sdxl"]
+    base: str | None = Field(default=None, description="hub id, local diffusers folder, or a .safetensors file")
+    vae: str | None = Field(default=None, description="hub id or folder of a separate VAE")
+    ip_adapter: str | None = Field(default=None, description="hub id or folder holding the IP-Adapter weights")
+    ip_adapter_subfolder: str = "models"
+    ip_adapter_weight: str | None = Field(default=None, description="e.g. ip-adapter-plus_sd15.safetensors")
+    image_encoder: str | None = Field(default=None, description="hub id or folder of the CLIP image encoder")
+    image_encoder_subfolder: str | None = None
+    dtype: Dtype = "auto"
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
+    offload: bool = Field(default=False, description="model CPU offload (CUDA only)")
+    max_side: int = Field(default=2048, description="largest canvas side this model accepts")
+
+
+def default_presets() -> dict[str, ModelPreset]:
+    return {
+        "tiny": ModelPreset(kind="tiny", dtype="float32", device="cpu", max_side=1024),
+        "tiny-sdxl": ModelPreset(kind="tiny-sdxl", dtype="float32", device="cpu", max_side=1024),
+        "sd15": ModelPreset(
+            kind="sd15",
+            base="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            vae="stabilityai/sd-vae-ft-mse",
+            ip_adapter="h94/IP-Adapter",
+            ip_adapter_subfolder="models",
+            ip_adapter_weight="ip-adapter-plus_sd15.safetensors",
+            image_encoder="h94/IP-Adapter",
+            image_encoder_subfolder="models/image_encoder",
+            max_side=1024,
+        ),
+        "sdxl": ModelPreset(
+            kind="sdxl",
+            base="stabilityai/stable-diffusion-xl-base-1.0",
+            vae="madebyollin/sdxl-vae-fp16-fix",
+            ip_adapter="h94/IP-Adapter",
+            ip_adapter_subfolder="sdxl_models",
+            ip_adapter_weight="ip-adapter-plus_sdxl_vit-h.safetensors",
+            image_encoder="h94/IP-Adapter",
+            image_encoder_subfolder="models/image_encoder",
+            max_side=2048,
+        ),
+    }
+
+
+class VisionSettings(BaseModel):
+    detector: str = Field(default="tiny", description="'tiny' or a hub id / folder, e.g. IDEA-Research/grounding-dino-base")
+    segmenter: str = Field(default="tiny", description="'tiny' or a hub id / folder, e.g. facebook/sam-vit-base")
+    box_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    text_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    device: str = "auto"
+    dtype: Dtype = "auto"
+    refresh: Literal["first", "better"] = Field(
+        default="first", description="keep a subject's first reference, or replace it by a better-scored crop"
+    )
+
+
+class LLMSettings(BaseModel):
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint; None: offline planner")
+    api_key: str = "not-needed"
+    model: str = "gpt-4o-mini"
+    subject_manager_model: str | None = None
+    layout_generator_model: str | None = None
+    supervisor_model: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    max_revisions: int = Field(default=3, ge=0)
+    temperature: float = 0.2
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = Field(default=True, description="off is allowed only when the server binds to loopback")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Path("studio-data")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_preset: str = "tiny"
+    presets: dict[str, ModelPreset] = Field(default_factory=default_presets)
+    vision: VisionSettings = Field(default_factory=VisionSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    max_canvas_side: int = 2048
+    max_subjects: int = Field(default=8, ge=1)
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_pixels: int = 4096 * 4096
+    worker_threads: int = Field(default=1, ge=1, description="turns drawn at once (sessions stay ordered)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("STUDIO_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'studio.db').resolve()}"
+
+    def preset(self, name: str | None = None) -> ModelPreset:
+        key = name or self.default_preset
+        if key not in self.presets:
+            raise KeyError(f"unknown model preset {key!r}; known: {sorted(self.presets)}")
+        return self.presets[key]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,63 @@
+"""Subjects: the characters and objects the studio keeps consistent across turns."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+SUBJECT_ID_PATTERN = re.compile(r"^[1-9][0-9]*(-[1-9][0-9]*)?$")
+
+
+def validate_subject_id(value: str | int) -> str:
+    """Subject ids are "1", "2", … and components "1-1", "1-2", …; ints are accepted and kept as text."""
+    text = str(value).strip()
+    if not SUBJECT_ID_PATTERN.match(text):
+        raise ValueError(f"subject id {value!r} must look like '1' or, for a component, '1-1'")
+    return text
+
+
+def parent_of(subject_id: str) -> str | None:
+    """The mother id of a component ("1-2" → "1"), or None for a mother subject."""
+    return subject_id.split("-", 1)[0] if "-" in subject_id else None
+
+
+class ReferenceSource(StrEnum):
+    """Where a subject's reference image came from."""
+
+    UPLOAD = "upload"
+    PRERENDER = "prerender"
+    FINAL = "final"
+
+
+class Subject(BaseModel):
+    """One entry of the subject memory."""
+
+    id: str
+    name: str = Field(min_length=1, max_length=100, description="the noun used for detection, e.g. 'girl'")
+    description: str = Field(default="", max_length=500, description="stable appearance")
+    parent_id: str | None = None
+    reference_image_id: str | None = None
+    reference_source: ReferenceSource | None = None
+    reference_score: float | None = None
+    first_seen_turn: int | None = None
+    refreshed_turn: int | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return validate_subject_id(value)
+
+    @model_validator(mode="after")
+    def _parent_matches_id(self) -> Subject:
+        expected = parent_of(self.id)
+        if self.parent_id is None:
+            self.parent_id = expected
+        elif self.parent_id != expected:
+            raise ValueError(f"subject {self.id!r} must have parent_id {expected!r}")
+        return self
+
+    @property
+    def is_component(self) -> bool:
+        return self.parent_id is not None

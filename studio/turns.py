@@ -1,0 +1,117 @@
+"""Sessions, turns, their statuses and the events a turn emits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from studio.draw import DrawSettings, SubjectCrop
+from studio.plan import TurnPlan
+from studio.subjects import Subject
+
+
+class TurnStatus(StrEnum):
+    QUEUED = "queued"
+    PLANNING = "planning"
+    DRAWING = "drawing"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TurnStatus.DONE, TurnStatus.FAILED)
+
+
+class SessionCreate(BaseModel):
+    title: str = Field(default="", max_length=200)
+    height: int = Field(default=512, description="default canvas height of the session's turns")
+    width: int = Field(default=512, description="default canvas width of the session's turns")
+    settings: DrawSettings = Field(default_factory=DrawSettings)
+
+
+class Session(BaseModel):
+    id: str
+    tenant: str
+    title: str
+    height: int
+    width: int
+    settings: DrawSettings
+    created_at: datetime
+    turn_count: int = 0
+
+
+class TurnRequest(BaseModel):
+    """A turn is either a chat message (planned by the agents) or an explicit plan (no LLM)."""
+
+    message: str | None = Field(default=None, min_length=1, max_length=4000)
+    plan: TurnPlan | None = None
+    settings: DrawSettings | None = Field(default=None, description="overrides the session's settings")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TurnRequest:
+        if (self.message is None) == (self.plan is None):
+            raise ValueError("give exactly one of 'message' or 'plan'")
+        return self
+
+
+class SubjectView(Subject):
+    reference_url: str | None = None
+
+
+class CropView(BaseModel):
+    subject_id: str
+    found: bool
+    reason: str | None = None
+    score: float = 0.0
+    box: Any | None = None
+    crop_url: str | None = None
+
+
+class Turn(BaseModel):
+    id: str
+    session_id: str
+    index: int
+    status: TurnStatus
+    request: TurnRequest
+    plan: TurnPlan | None = None
+    image_id: str | None = None
+    image_url: str | None = None
+    debug_image_url: str | None = None
+    crops: list[CropView] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict, description="e.g. LLM usage, prompt versions, rounds")
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+EventType = Literal["queued", "planning", "planned", "revised", "drawing", "step", "done", "failed"]
+
+
+class TurnEvent(BaseModel):
+    """One event of a session's stream. `seq` increases by one per session."""
+
+    seq: int = 0
+    type: EventType
+    session_id: str = ""
+    turn_id: str = ""
+    turn_index: int = 0
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+__all__ = [
+    "CropView",
+    "EventType",
+    "Session",
+    "SessionCreate",
+    "Subject",
+    "SubjectCrop",
+    "SubjectView",
+    "Turn",
+    "TurnEvent",
+    "TurnRequest",
+    "TurnStatus",
+]
