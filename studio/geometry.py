@@ -78,8 +78,8 @@ class Box(BaseModel):
     def pixel_bounds(self, height: int, width: int) -> tuple[int, int, int, int]:
         """Integer (x0, y0, x1, y1) clamped to the canvas; never wraps for negative coordinates."""
         x0, y0, x1, y1 = self.to_xyxy()
-        ix0 = min(max(int(math.floor(x0)), 0), width)
-        iy0 = min(max(int(math.floor(y0)), 0), height)
-        ix1 = min(max(int(math.ceil(x1)), 0), width)
-        iy1 = min(max(int(math.ceil(y1)), 0), height)
+        ix0 = min(max(math.floor(x0), 0), width)
+        iy0 = min(max(math.floor(y0), 0), height)
+        ix1 = min(max(math.ceil(x1), 0), width)
+        iy1 = min(max(math.ceil(y1), 0), height)
         return ix0, iy0, ix1, iy1

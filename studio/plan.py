@@ -173,7 +173,7 @@ def plan_to_cmigbench(plan: TurnPlan, fmt: TurnFormat | None = None) -> dict[str
     objects = []
     for item in plan.items:
         box = item.box
-        coords = [_number(_round(box.x * sx)), _number(_round(box.y * sy)), _number(_round(box.w * sx)), _number(_round(box.h * sy))]
+        coords = [_number(_round(v)) for v in (box.x * sx, box.y * sy, box.w * sx, box.h * sy)]
         subject_id: str | int = int(item.subject_id) if fmt.int_ids and "-" not in item.subject_id else item.subject_id
         objects.append([item.phrase, coords, subject_id])
     out: dict[str, Any] = {}

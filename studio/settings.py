@@ -61,7 +61,9 @@ def default_presets() -> dict[str, ModelPreset]:
 
 
 class VisionSettings(BaseModel):
-    detector: str = Field(default="tiny", description="'tiny' or a hub id / folder, e.g. IDEA-Research/grounding-dino-base")
+    detector: str = Field(
+        default="tiny", description="'tiny' or a hub id / folder, e.g. IDEA-Research/grounding-dino-base"
+    )
     segmenter: str = Field(default="tiny", description="'tiny' or a hub id / folder, e.g. facebook/sam-vit-base")
     box_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     text_threshold: float = Field(default=0.25, ge=0.0, le=1.0)

@@ -1,0 +1,1 @@
+"""Storage: the SQL database (sessions, turns, subjects, keys, image metadata) and the image files."""

@@ -1,0 +1,47 @@
+"""The draw and memorize steps of a turn, shared by every engine (the LangGraph graph, the direct
+explicit-plan engine, the CMIGBench runner)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+from studio.draw import DrawJob, DrawResult, DrawSettings
+from studio.memory import update_memory
+from studio.plan import TurnPlan
+from studio.protocols import Drawer, ImageStore, StepCallback
+from studio.subjects import Subject
+
+
+def build_draw_job(
+    plan: TurnPlan,
+    subjects: list[Subject],
+    settings: DrawSettings,
+    images: ImageStore,
+    previous_image_id: str | None = None,
+) -> DrawJob:
+    """Attach to the plan the stored reference of every planned subject that has one."""
+    by_id = {subject.id: subject for subject in subjects}
+    references = {}
+    for subject_id in plan.subject_ids:
+        subject = by_id.get(subject_id)
+        if subject is not None and subject.reference_image_id is not None:
+            references[subject_id] = images.get(subject.reference_image_id)
+    previous = images.get(previous_image_id) if plan.edit is not None and previous_image_id else None
+    return DrawJob(plan=plan, references=references, settings=settings, previous_image=previous)
+
+
+def draw_and_memorize(
+    drawer: Drawer,
+    job: DrawJob,
+    subjects: list[Subject],
+    turn_index: int,
+    images: ImageStore,
+    refresh: Literal["first", "better"] = "first",
+    on_step: StepCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[DrawResult, list[Subject]]:
+    result = drawer.draw(job, on_step=on_step, cancel=cancel)
+    images.put(result.image)
+    memory = update_memory(subjects, job.plan, result.crops, turn_index, images, refresh=refresh)
+    return result, memory
