@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     max_subjects: int = Field(default=8, ge=1)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
+    max_queued_turns: int = Field(default=16, ge=1, description="unfinished turns per session before 429")
     worker_threads: int = Field(default=1, ge=1, description="turns drawn at once (sessions stay ordered)")
 
     @classmethod

@@ -78,6 +78,7 @@ class Turn(BaseModel):
     request: TurnRequest
     plan: TurnPlan | None = None
     image_id: str | None = None
+    debug_image_id: str | None = None
     image_url: str | None = None
     debug_image_url: str | None = None
     crops: list[CropView] = Field(default_factory=list)

@@ -1,0 +1,81 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import studio
+from api import routes_images, routes_sessions, routes_subjects, routes_turns
+from api.auth import is_loopback
+from api.metrics import Metrics
+from studio.service import TurnService
+from studio.settings import Settings
+from studio.turns import TurnEvent
+
+
+class UnsafeConfiguration(RuntimeError):
+    pass
+
+
+def create_app(settings: Settings | None = None, service: TurnService | None = None) -> FastAPI:
+    """Build the app. With no `service`, one is built from `settings` (models load lazily on first turn)."""
+    if service is None:
+        from studio.runtime import build_service
+
+        service = build_service(settings or Settings())
+    settings = service.settings
+    if not settings.auth.enabled and not is_loopback(settings.host):
+        raise UnsafeConfiguration(
+            f"auth may be switched off only when the server binds to loopback, not {settings.host!r}"
+        )
+    metrics = Metrics()
+
+    def count_finished(event: TurnEvent) -> None:
+        if event.type in ("done", "failed"):
+            metrics.turns.labels(event.type).inc()
+            if event.type == "done":
+                metrics.turn_seconds.observe(event.data.get("timings", {}).get("turn_total", 0.0))
+
+    service.bus.subscribe_all(count_finished)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        service.close(wait=False)
+
+    app = FastAPI(
+        title="AutoStudio service",
+        version=studio.__version__,
+        description="Multi-turn, subject-consistent image generation.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    for module in (routes_sessions, routes_turns, routes_subjects, routes_images):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": studio.__version__}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,52 @@
+"""Sessions: create, list, get, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+
+from api.auth import current_tenant, get_service
+from studio.service import RequestRejected, TurnService
+from studio.turns import Session, SessionCreate
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+def owned_session(
+    session_id: str, tenant: str = Depends(current_tenant), service: TurnService = Depends(get_service)
+) -> Session:
+    """The session if it belongs to the caller's tenant; otherwise 404 (never 403: existence is not revealed)."""
+    session = service.db.get_session(session_id, tenant=tenant)
+    if session is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id} not found")
+    return session
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Session)
+def create_session(
+    body: SessionCreate, tenant: str = Depends(current_tenant), service: TurnService = Depends(get_service)
+) -> Session:
+    try:
+        return service.create_session(tenant, body.title, body.height, body.width, body.settings)
+    except RequestRejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+@router.get("", response_model=list[Session])
+def list_sessions(
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    tenant: str = Depends(current_tenant),
+    service: TurnService = Depends(get_service),
+) -> list[Session]:
+    return service.db.list_sessions(tenant, limit=limit, offset=offset)
+
+
+@router.get("/{session_id}", response_model=Session)
+def get_session(session: Session = Depends(owned_session)) -> Session:
+    return session
+
+
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_session(session: Session = Depends(owned_session), service: TurnService = Depends(get_service)) -> Response:
+    service.db.delete_session(session.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

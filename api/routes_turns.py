@@ -1,0 +1,104 @@
+"""Turns: post (202), list, get; and the session's event stream (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from sse_starlette.sse import EventSourceResponse
+
+from api.auth import get_service
+from api.routes_sessions import owned_session
+from studio.service import RequestRejected, TurnService
+from studio.turns import Session, Turn, TurnEvent, TurnRequest
+
+router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"])
+
+
+def with_urls(turn: Turn) -> Turn:
+    return turn.model_copy(
+        update={
+            "image_url": f"/v1/images/{turn.image_id}" if turn.image_id else None,
+            "debug_image_url": f"/v1/images/{turn.debug_image_id}" if turn.debug_image_id else None,
+        }
+    )
+
+
+@router.post("/turns", status_code=status.HTTP_202_ACCEPTED, response_model=Turn)
+def post_turn(
+    body: TurnRequest,
+    session: Session = Depends(owned_session),
+    service: TurnService = Depends(get_service),
+    idempotency_key: str | None = Header(default=None, max_length=200),
+) -> Turn:
+    """Queue a turn: `{"message": …}` is planned by the agents, `{"plan": …}` is drawn as given. A retry
+    with the same `Idempotency-Key` returns the same turn instead of drawing twice."""
+    if idempotency_key is None or service.db.turn_by_idempotency_key(session.id, idempotency_key) is None:
+        unfinished = [t for t in service.db.list_turns(session.id) if not t.status.finished]
+        if len(unfinished) >= service.settings.max_queued_turns:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"{len(unfinished)} turns are already waiting in this session; retry later",
+                headers={"Retry-After": "2"},
+            )
+    try:
+        return with_urls(service.submit_turn(session, body, idempotency_key))
+    except RequestRejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+@router.get("/turns", response_model=list[Turn])
+def list_turns(session: Session = Depends(owned_session), service: TurnService = Depends(get_service)) -> list[Turn]:
+    return [with_urls(turn) for turn in service.db.list_turns(session.id)]
+
+
+@router.get("/turns/{index}", response_model=Turn)
+def get_turn(
+    index: int, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
+) -> Turn:
+    turn = service.db.get_turn(session.id, index)
+    if turn is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"turn {index} not found in session {session.id}")
+    return with_urls(turn)
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    session: Session = Depends(owned_session),
+    service: TurnService = Depends(get_service),
+    after: int = Query(0, ge=0, description="replay events with a sequence number above this"),
+    last_event_id: int | None = Header(default=None),
+) -> EventSourceResponse:
+    """Server-Sent Events of the session: queued, planning, planned, revised, drawing, step, done, failed.
+    Stored events after `after` (or `Last-Event-ID`) are replayed first, then live ones follow."""
+    start = max(after, last_event_id or 0)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
+    unsubscribe = service.bus.subscribe(session.id, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        try:
+            sent = start
+            for event in await asyncio.to_thread(service.db.events_after, session.id, start):
+                sent = event.seq
+                yield _sse(event)
+            while True:
+                if await request.is_disconnected():
+                    return
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                if event.seq > sent:
+                    sent = event.seq
+                    yield _sse(event)
+        finally:
+            unsubscribe()
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def _sse(event: TurnEvent) -> dict[str, str]:
+    return {"id": str(event.seq), "event": event.type, "data": event.model_dump_json()}

@@ -1,0 +1,43 @@
+"""In-process fan-out of stored turn events to live listeners (the SSE streams)."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+from studio.turns import TurnEvent
+
+Listener = Callable[[TurnEvent], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+        self._global: list[Listener] = []
+
+    def subscribe_all(self, listener: Listener) -> None:
+        """Listen to every session's events for the bus's lifetime (metrics)."""
+        with self._lock:
+            self._global.append(listener)
+
+    def subscribe(self, session_id: str, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners[session_id].append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                listeners = self._listeners.get(session_id, [])
+                if listener in listeners:
+                    listeners.remove(listener)
+                if not listeners:
+                    self._listeners.pop(session_id, None)
+
+        return unsubscribe
+
+    def publish(self, event: TurnEvent) -> None:
+        with self._lock:
+            listeners = [*self._global, *self._listeners.get(event.session_id, [])]
+        for listener in listeners:
+            listener(event)

@@ -1,0 +1,74 @@
+"""Builds the running service from settings: database, image store, models (loaded lazily, once per
+preset, on the worker thread that first needs them) and the conversation engine."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from studio.draw import DrawJob, DrawResult
+from studio.protocols import Drawer, StepCallback, SubjectLocator, TurnEngine
+from studio.service import TurnService
+from studio.settings import Settings
+from studio.storage.database import Database
+from studio.storage.images import FileImageStore
+
+
+class PresetDrawer:
+    """A Drawer that routes each job to the model of its `settings.preset`, loading it on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._drawers: dict[str, Drawer] = {}
+        self._locator: SubjectLocator | None = None
+        self._lock = threading.Lock()
+
+    def locator(self) -> SubjectLocator:
+        with self._lock:
+            if self._locator is None:
+                from vision import load_locator
+
+                self._locator = load_locator(self.settings.vision)
+            return self._locator
+
+    def drawer(self, preset_name: str) -> Drawer:
+        locator = self.locator()
+        with self._lock:
+            if preset_name not in self._drawers:
+                from drawer import load_drawer
+
+                preset = self.settings.preset(preset_name)
+                self._drawers[preset_name] = load_drawer(
+                    preset, locator=locator, max_subjects=self.settings.max_subjects
+                )
+            return self._drawers[preset_name]
+
+    def draw(
+        self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
+    ) -> DrawResult:
+        result = self.drawer(job.settings.preset).draw(job, on_step=on_step, cancel=cancel)
+        if result.debug_image is None:
+            from PIL import Image
+            from vision.debug import draw_debug
+
+            from studio.images import decode_image
+
+            image: Image.Image = decode_image(result.image)
+            result = result.model_copy(update={"debug_image": draw_debug(image, job.plan, result.crops)})
+        return result
+
+
+def build_engine(settings: Settings, drawer: Drawer, images: FileImageStore) -> TurnEngine:
+    from agents import build_engine as build_graph_engine
+
+    return build_graph_engine(settings, drawer, images)
+
+
+def build_service(settings: Settings, engine: TurnEngine | None = None, drawer: Any = None) -> TurnService:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.create_all()
+    images = FileImageStore(settings.data_dir / "images")
+    if engine is None:
+        engine = build_engine(settings, drawer or PresetDrawer(settings), images)
+    return TurnService(settings, db, images, engine)
