@@ -1,0 +1,262 @@
+"""The `studio` command: serve, keys, chat, demo, bench."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from studio.draw import DrawSettings
+from studio.settings import Settings
+from studio.turns import Turn
+
+if TYPE_CHECKING:
+    from api.client import StudioClient
+    from studio.storage.database import Database
+
+app = typer.Typer(help="Multi-turn, subject-consistent image generation service.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+DEMO_DIALOGUE = [
+    "a girl and a boy walk to school on a sunny street",
+    "the boy waves goodbye to the girl",
+    "she now wears a red hat",
+    "a dog runs towards the girl in the park",
+]
+
+
+def _database(settings: Settings) -> Database:
+    from studio.storage.database import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.create_all()
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default from settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default from settings)")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="local mode: no API keys (loopback only)")] = False,
+) -> None:
+    """Run the REST API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    updates: dict[str, object] = {}
+    if host:
+        updates["host"] = host
+    if port:
+        updates["port"] = port
+    if no_auth:
+        updates["auth"] = settings.auth.model_copy(update={"enabled": False})
+    settings = settings.model_copy(update=updates)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="the tenant the key acts for")] = "default",
+    name: Annotated[str, typer.Option(help="a label")] = "",
+) -> None:
+    """Create an API key; it is shown once and stored hashed."""
+    key = _database(Settings()).create_key(tenant, name)
+    console.print(f"[bold]{key}[/bold]")
+    console.print(f"tenant: {tenant}. Keep it: only its hash is stored.", style="dim")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    table = Table("id", "tenant", "name", "created", "revoked")
+    for row in _database(Settings()).list_keys():
+        table.add_row(row["id"], row["tenant"], row["name"], str(row["created_at"]), str(row["revoked"]))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    if not _database(Settings()).revoke_key(key_id):
+        raise typer.BadParameter(f"no key with id {key_id}")
+    console.print(f"revoked {key_id}")
+
+
+def _plan_table(turn: Turn) -> Table:
+    table = Table("subject", "phrase", "box (x, y, w, h)", "found", title=f"turn {turn.index}: {turn.status}")
+    found = {crop.subject_id: crop for crop in turn.crops}
+    for item in turn.plan.items if turn.plan else []:
+        box = item.box
+        crop = found.get(item.subject_id)
+        table.add_row(
+            item.subject_id,
+            item.phrase,
+            f"{box.x:.0f}, {box.y:.0f}, {box.w:.0f}, {box.h:.0f}",
+            "-" if crop is None else ("yes" if crop.found else f"no ({crop.reason})"),
+        )
+    return table
+
+
+def _save_turn(client: StudioClient, turn: Turn, out: Path) -> list[str]:
+    saved = []
+    for suffix, url in (("", turn.image_url), ("-debug", turn.debug_image_url)):
+        if url:
+            path = out / f"turn{turn.index}{suffix}.png"
+            path.write_bytes(client.get_image(url))
+            saved.append(str(path))
+    return saved
+
+
+def _follow(client: StudioClient, turn: Turn, progress: Progress) -> Turn:
+    """Show a turn's events as a progress bar until it finishes."""
+    task = progress.add_task(f"turn {turn.index}", total=None)
+    for event in client.events(turn.session_id):
+        if event.turn_id != turn.id:
+            continue
+        if event.type == "step":
+            progress.update(task, completed=event.data["step"], total=event.data["total"])
+        else:
+            progress.update(task, description=f"turn {turn.index}: {event.type}")
+        if event.type in ("done", "failed"):
+            break
+    progress.remove_task(task)
+    return client.get_turn(turn.session_id, turn.index)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command()
+def chat(
+    url: Annotated[str, typer.Option(help="service URL")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(envvar="STUDIO_API_KEY", help="bearer API key")] = None,
+    session: Annotated[str | None, typer.Option(help="continue this session id")] = None,
+    height: int = 512,
+    width: int = 512,
+    out: Annotated[Path, typer.Option(help="folder for the images")] = Path("chat-output"),
+) -> None:
+    """Interactive chat: each line is a turn; shows the layout and saves the image (and debug picture)."""
+    from api.client import StudioClient, TurnFailedError
+
+    out.mkdir(parents=True, exist_ok=True)
+    with StudioClient(url, api_key=api_key) as client:
+        session_id = session or client.create_session(title="chat", height=height, width=width).id
+        console.print(f"session {session_id}. Empty line or Ctrl-D to quit.")
+        while True:
+            try:
+                message = console.input("[bold cyan]you>[/bold cyan] ").strip()
+            except EOFError:
+                break
+            if not message:
+                break
+            with _progress() as progress:
+                turn = _follow(client, client.post_turn(session_id, message=message), progress)
+            try:
+                turn = client.wait(turn)
+            except TurnFailedError as exc:
+                console.print(f"[red]{exc}[/red]")
+                continue
+            console.print(_plan_table(turn))
+            console.print("saved: " + ", ".join(_save_turn(client, turn, out)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where images, data and summary.json go")] = Path("demo-output"),
+    steps: Annotated[int, typer.Option(help="denoising steps per turn")] = 12,
+    size: Annotated[int, typer.Option(help="canvas side in pixels (multiple of 8)")] = 256,
+    preset: Annotated[str | None, typer.Option(help="model preset (default from settings: tiny)")] = None,
+    turns: Annotated[int, typer.Option(help="how many turns of the scripted dialogue to run")] = len(DEMO_DIALOGUE),
+) -> None:
+    """Start the real service on loopback and drive a multi-turn dialogue through it with the SDK.
+
+    Offline by default: tiny random-weight models and the rule-based planner (set STUDIO_LLM__BASE_URL
+    and a preset with real weights for the real thing). Leaves images and summary.json in OUT."""
+    from api.client import StudioClient
+    from studio.server import BackgroundServer, free_port
+
+    out.mkdir(parents=True, exist_ok=True)
+    base = Settings()
+    settings = base.model_copy(
+        update={
+            "data_dir": out / "data",
+            "database_url": base.database_url,
+            "host": "127.0.0.1",
+            "port": free_port(),
+        }
+    )
+    preset_name = preset or settings.default_preset
+    draw = DrawSettings(
+        preset=preset_name,
+        steps=steps,
+        refine_step=max(1, steps * 2 // 3),
+        subject_init_steps=max(1, steps // 3),
+        prerender_steps=max(1, steps // 2),
+        seed=1234,
+    )
+    key = _database(settings).create_key("demo", "studio demo")
+    started = time.perf_counter()
+    summary: dict[str, object] = {"preset": preset_name, "steps": steps, "size": size, "turns": []}
+    with BackgroundServer(settings) as server, StudioClient(server.url, api_key=key) as client:
+        console.print(f"service at {server.url} (data in {settings.data_dir})")
+        session = client.create_session(title="demo", height=size, width=size, settings=draw)
+        summary["session_id"] = session.id
+        for message in DEMO_DIALOGUE[:turns]:
+            console.print(f"[bold cyan]user>[/bold cyan] {message}")
+            with _progress() as progress:
+                turn = _follow(client, client.post_turn(session.id, message=message), progress)
+            if turn.status != "done":
+                console.print(f"[red]turn {turn.index} failed: {turn.error}[/red]")
+                summary["turns"].append(
+                    {"index": turn.index, "message": message, "status": turn.status, "error": turn.error}
+                )
+                raise typer.Exit(1)
+            console.print(_plan_table(turn))
+            files = _save_turn(client, turn, out)
+            summary["turns"].append(
+                {
+                    "index": turn.index,
+                    "message": message,
+                    "status": turn.status,
+                    "plan": turn.plan.model_dump(mode="json") if turn.plan else None,
+                    "images": files,
+                    "subjects_found": {c.subject_id: c.found for c in turn.crops},
+                    "timings": turn.timings,
+                }
+            )
+        subjects = client.list_subjects(session.id)
+        summary["subjects"] = [s.model_dump(mode="json") for s in subjects]
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"[green]done in {summary['seconds']} s[/green]: {out / 'summary.json'}")
+
+
+def _mount_bench() -> None:
+    try:
+        from evaluation.cli import bench_app
+    except ImportError:
+        return
+    app.add_typer(bench_app, name="bench", help="CMIGBench runner and metrics.")
+
+
+_mount_bench()
+
+if __name__ == "__main__":
+    app()
