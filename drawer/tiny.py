@@ -1,0 +1,231 @@
+"""Tiny random-weight SD1.5- and SDXL-shaped pipelines for tests and CPU development.
+
+Everything is built from small configs, offline, with a fixed torch seed, so two builds give the same weights.
+The pipelines carry a CLIP image encoder and random IP-Adapter weights loaded through diffusers' own
+`load_ip_adapter`, so the IP-Adapter code path is exercised exactly as with real weights.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+TINY_SEED = 20240601
+_TEXT_HIDDEN = 32
+_IMAGE_EMBED = 32
+_BOS_ID = 512
+_EOS_ID = 513
+
+
+def _byte_chars() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the bytes 0…255 (GPT-2's mapping)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars: dict[int, int] = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return [chr(chars[b]) for b in range(256)]
+
+
+@lru_cache(maxsize=1)
+def _tokenizer_dir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="studio-tiny-tokenizer-"))
+    chars = _byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return folder
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    """An offline byte-level CLIP tokenizer (514 tokens, no merges), 77 positions."""
+    folder = _tokenizer_dir()
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+def _text_config() -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=514,
+        hidden_size=_TEXT_HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=_TEXT_HIDDEN,
+        bos_token_id=_BOS_ID,
+        eos_token_id=_EOS_ID,
+        pad_token_id=_EOS_ID,
+    )
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=(16, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+
+
+def _image_encoder() -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=_IMAGE_EMBED,
+    )
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPVisionModelWithProjection(config), processor
+
+
+def _scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def random_ip_adapter_state_dict(unet: UNet2DConditionModel, image_embed_dim: int = _IMAGE_EMBED) -> dict:
+    """A plain IP-Adapter (4 tokens) state dict in the layout `load_ip_adapter` reads, random weights."""
+    cross_dim = unet.config.cross_attention_dim
+    num_tokens = 4
+    image_proj = {
+        "proj.weight": torch.randn(num_tokens * cross_dim, image_embed_dim) * 0.05,
+        "proj.bias": torch.zeros(num_tokens * cross_dim),
+        "norm.weight": torch.ones(cross_dim),
+        "norm.bias": torch.zeros(cross_dim),
+    }
+    ip_adapter: dict[str, torch.Tensor] = {}
+    key = 1
+    for name in unet.attn_processors:
+        if not name.endswith("attn2.processor"):
+            continue
+        hidden = _hidden_size_of(unet, name)
+        ip_adapter[f"{key}.to_k_ip.weight"] = torch.randn(hidden, cross_dim) / cross_dim**0.5
+        ip_adapter[f"{key}.to_v_ip.weight"] = torch.randn(hidden, cross_dim) / cross_dim**0.5
+        key += 2
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def _hidden_size_of(unet: UNet2DConditionModel, processor_name: str) -> int:
+    module_path = processor_name.removesuffix(".processor")
+    attn = unet.get_submodule(module_path)
+    return attn.to_q.out_features
+
+
+def tiny_sd15_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=_TEXT_HIDDEN,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+def build_tiny_sd15(with_ip_adapter: bool = True, seed: int = TINY_SEED) -> StableDiffusionPipeline:
+    """SD1.5-shaped pipeline: 2-level UNet, VAE factor 2, 32-wide CLIP text encoder (float32, CPU)."""
+    torch.manual_seed(seed)
+    unet = tiny_sd15_unet()
+    vae = _vae()
+    text_encoder = CLIPTextModel(_text_config())
+    image_encoder, feature_extractor = _image_encoder()
+    ip_state = random_ip_adapter_state_dict(unet)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=feature_extractor,
+        image_encoder=image_encoder,
+        requires_safety_checker=False,
+    )
+    if with_ip_adapter:
+        pipe.load_ip_adapter(ip_state, subfolder="", weight_name="")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sdxl(with_ip_adapter: bool = True, seed: int = TINY_SEED) -> StableDiffusionXLPipeline:
+    """SDXL-shaped pipeline: two text encoders (32 + 32), text_time added conditioning, 2-level UNet."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * _TEXT_HIDDEN,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=_TEXT_HIDDEN + 6 * 8,
+        use_linear_projection=True,
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        norm_num_groups=8,
+    )
+    vae = _vae()
+    text_encoder = CLIPTextModel(_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config())
+    image_encoder, feature_extractor = _image_encoder()
+    ip_state = random_ip_adapter_state_dict(unet)
+    tokenizer = tiny_tokenizer()
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=_scheduler(),
+        image_encoder=image_encoder,
+        feature_extractor=feature_extractor,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    if with_ip_adapter:
+        pipe.load_ip_adapter(ip_state, subfolder="", weight_name="")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
