@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from studio.draw import DrawSettings
@@ -38,6 +40,9 @@ def hash_key(key: str) -> str:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if url.startswith("sqlite"):
@@ -246,8 +251,8 @@ class Database:
         """One transaction: the turn's record, the subject memory and the image rows. The image files were
         written before this is called, so every row points to a file that exists."""
         with self.tx() as conn:
-            for image_id, kind in image_ids.items():
-                _insert_image(conn, image_id, turn.session_id, tenant, kind)
+            for stored_id, kind in image_ids.items():
+                _insert_image(conn, stored_id, turn.session_id, tenant, kind)
             conn.execute(delete(schema.subjects).where(schema.subjects.c.session_id == turn.session_id))
             if memory:
                 conn.execute(
