@@ -22,7 +22,7 @@ from pydantic import TypeAdapter
 
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
-from studio.turns import Session, SessionCreate, SubjectView, Turn, TurnEvent, TurnRequest
+from studio.turns import Session, SessionCreate, SubjectView, Turn, TurnEvent
 
 RETRY_STATUSES = {429, 503}
 
@@ -103,9 +103,15 @@ def _backoff(attempt: int, response: httpx.Response | None) -> float:
 
 
 def _turn_request(message: str | None, plan: TurnPlan | dict | None, settings: DrawSettings | None) -> dict[str, Any]:
-    plan_model = TurnPlan.model_validate(plan) if isinstance(plan, dict) else plan
-    request = TurnRequest(message=message, plan=plan_model, settings=settings)
-    return request.model_dump(mode="json", exclude_none=True)
+    """A plan given as a dict is sent as-is: the server, whose limits apply, validates it."""
+    body: dict[str, Any] = {}
+    if message is not None:
+        body["message"] = message
+    if plan is not None:
+        body["plan"] = plan if isinstance(plan, dict) else plan.model_dump(mode="json")
+    if settings is not None:
+        body["settings"] = settings.model_dump(mode="json")
+    return body
 
 
 class _Calls:
