@@ -1,0 +1,61 @@
+"""LangGraph checkpointers chosen from the settings: SQLite in the data folder by default, Postgres when
+the database URL is a postgresql one."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from studio.settings import Settings
+
+CHECKPOINT_FILE = "checkpoints.sqlite"
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and re.match(r"^postgres(ql)?(\+\w+)?://", url or "") is not None
+
+
+def libpq_url(url: str) -> str:
+    """'postgresql+psycopg://u@h/db' (SQLAlchemy form) → 'postgresql://u@h/db' (libpq form)."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+def sqlite_checkpointer(path: Path) -> tuple[SqliteSaver, Callable[[], None]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver, conn.close
+
+
+def postgres_checkpointer(url: str, max_size: int = 8) -> tuple[BaseCheckpointSaver, Callable[[], None]]:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(
+        libpq_url(url),
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        open=True,
+    )
+    saver = PostgresSaver(pool)  # type: ignore[arg-type]
+    try:
+        saver.setup()
+    except Exception:
+        pool.close()
+        raise
+    return saver, pool.close
+
+
+def open_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver, Callable[[], None]]:
+    """The checkpointer for these settings and the function that closes it."""
+    if is_postgres(settings.database_url):
+        return postgres_checkpointer(settings.resolved_database_url)
+    return sqlite_checkpointer(Path(settings.data_dir) / CHECKPOINT_FILE)

@@ -1,0 +1,208 @@
+"""GraphEngine: the TurnEngine that runs one turn through the checkpointed conversation graph."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from agents.graph import RunContext, build_graph
+from agents.planner import Planner
+from agents.state import ConversationState, draw_result, subjects_of
+from studio.plan import TurnPlan
+from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback, TurnContext, TurnOutcome
+from studio.settings import Settings
+
+
+def _initial_state(ctx: TurnContext, planner: Planner) -> ConversationState:
+    messages = [
+        {"role": "user", "content": entry.message, "turn_index": entry.turn_index}
+        for entry in ctx.history
+        if entry.message
+    ]
+    explicit = ctx.request.plan is not None
+    if ctx.request.message is not None:
+        messages.append({"role": "user", "content": ctx.request.message, "turn_index": ctx.turn_index})
+    settings = ctx.request.settings or ctx.settings
+    return {
+        "session_id": ctx.session_id,
+        "turn_id": ctx.turn_id,
+        "turn_index": ctx.turn_index,
+        "height": ctx.height,
+        "width": ctx.width,
+        "messages": messages,
+        "history": [entry.model_dump(mode="json") for entry in ctx.history],
+        "subjects": [subject.model_dump(mode="json") for subject in ctx.subjects],
+        "pending_subjects": [],
+        "drawn_subjects": [],
+        "explicit": explicit,
+        "analysis": None,
+        "draft": None,
+        "plan": ctx.request.plan.model_dump(mode="json") if ctx.request.plan is not None else None,
+        "feedback": None,
+        "verdict": None,
+        "rounds": 0,
+        "best": None,
+        "reviews": [],
+        "hit_revision_bound": False,
+        "draw_settings": settings.model_dump(mode="json"),
+        "previous_image_id": ctx.previous_image_id,
+        "draw": None,
+        "calls": [],
+        "prompt_versions": {} if explicit else planner.prompt_versions(),
+        "planner": "explicit" if explicit else planner.kind,
+        "memory_changes": {},
+        "done": False,
+    }
+
+
+def turn_info(state: ConversationState, resumed: bool) -> dict[str, Any]:
+    calls = state.get("calls") or []
+    usage = {
+        key: sum(int(call.get(key) or 0) for call in calls)
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+    return {
+        "planner": state.get("planner"),
+        "llm_calls": len(calls),
+        "token_usage": usage,
+        "calls": calls,
+        "latency_s": [call.get("latency_s") for call in calls],
+        "prompt_versions": state.get("prompt_versions") or {},
+        "rounds": state.get("rounds", 0),
+        "hit_revision_bound": bool(state.get("hit_revision_bound")),
+        "reviews": state.get("reviews") or [],
+        "analysis": state.get("analysis"),
+        "memory_changes": state.get("memory_changes") or {},
+        "resumed": resumed,
+    }
+
+
+class GraphEngine:
+    """Runs turns through the LangGraph conversation graph; thread_id = session id.
+
+    A call with the turn id of the thread's unfinished turn resumes it from its last checkpoint (no node
+    that already finished runs again); a call with the id of a finished turn returns its outcome without
+    redrawing; any other turn id starts a fresh turn whose memory comes from the TurnContext."""
+
+    def __init__(
+        self,
+        planner: Planner,
+        drawer: Drawer,
+        images: ImageStore,
+        checkpointer: BaseCheckpointSaver,
+        max_revisions: int = 3,
+        refresh: str = "first",
+        close: Callable[[], None] | None = None,
+        on_node: Callable[[str], None] | None = None,
+    ) -> None:
+        self.planner = planner
+        self.drawer = drawer
+        self.images = images
+        self.checkpointer = checkpointer
+        self.max_revisions = max_revisions
+        self.refresh = refresh
+        self.on_node = on_node
+        self._close = close
+        self.graph = build_graph(checkpointer)
+
+    def state(self, session_id: str) -> ConversationState:
+        """The latest checkpointed state of a session (empty when none)."""
+        return self.graph.get_state({"configurable": {"thread_id": session_id}}).values  # type: ignore[return-value]
+
+    def run_turn(
+        self,
+        ctx: TurnContext,
+        emit: EmitEvent,
+        on_step: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TurnOutcome:
+        config = {"configurable": {"thread_id": ctx.session_id}}
+        snapshot = self.graph.get_state(config)  # type: ignore[arg-type]
+        values: ConversationState = snapshot.values or {}  # type: ignore[assignment]
+        same_turn = values.get("turn_id") == ctx.turn_id
+        if same_turn and values.get("done") and not snapshot.next:
+            return self._outcome(values, resumed=True)
+        resumed = same_turn and bool(snapshot.next)
+        run_input = None if resumed else _initial_state(ctx, self.planner)
+        run_context = RunContext(
+            planner=self.planner,
+            drawer=self.drawer,
+            images=self.images,
+            max_revisions=self.max_revisions,
+            refresh="better" if self.refresh == "better" else "first",
+            emit=emit,
+            on_step=on_step,
+            cancel=cancel,
+        )
+        for update in self.graph.stream(
+            run_input,
+            config,
+            context=run_context,
+            stream_mode="updates",
+            durability="sync",  # type: ignore[arg-type]
+        ):
+            if self.on_node is not None:
+                for node in update:
+                    self.on_node(node)
+        final: ConversationState = self.graph.get_state(config).values  # type: ignore[arg-type,assignment]
+        return self._outcome(final, resumed=resumed)
+
+    def _outcome(self, state: ConversationState, resumed: bool) -> TurnOutcome:
+        if not state.get("done") or state.get("draw") is None:
+            raise RuntimeError(f"turn {state.get('turn_id')!r} stopped before it was drawn")
+        return TurnOutcome(
+            plan=TurnPlan.model_validate(state["plan"]),
+            result=draw_result(state["draw"], self.images),  # type: ignore[arg-type]
+            subjects=subjects_of(state.get("subjects")),
+            info=turn_info(state, resumed),
+        )
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> GraphEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def make_planner(settings: Settings) -> Planner:
+    if settings.llm.base_url is None:
+        from agents.offline import OfflinePlanner
+
+        return OfflinePlanner()
+    from agents.llm_planner import LLMPlanner
+
+    return LLMPlanner(settings.llm)
+
+
+def build_engine(
+    settings: Settings,
+    drawer: Drawer,
+    images: ImageStore,
+    checkpointer: BaseCheckpointSaver | None = None,
+    planner: Planner | None = None,
+) -> GraphEngine:
+    """The engine for these settings: the LLM agents when settings.llm.base_url is set, else the offline
+    planner; SQLite checkpoints in <data_dir>/checkpoints.sqlite unless the database URL is postgresql
+    (or a checkpointer is given, which the caller then owns)."""
+    from agents.checkpoint import open_checkpointer
+
+    close = None
+    if checkpointer is None:
+        checkpointer, close = open_checkpointer(settings)
+    return GraphEngine(
+        planner=planner or make_planner(settings),
+        drawer=drawer,
+        images=images,
+        checkpointer=checkpointer,
+        max_revisions=settings.llm.max_revisions,
+        refresh=settings.vision.refresh,
+        close=close,
+    )
