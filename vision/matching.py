@@ -4,7 +4,8 @@ Rules (the fixes of AutoStudio's bookkeeping, notes §6.6):
 - a subject takes, among the detections of its own name, the one with the best score × IoU with its
   planned box, never simply the first hit;
 - several subjects of one name share that name's detections by optimal assignment
-  (`scipy.optimize.linear_sum_assignment` on score × IoU), so the order they are listed in is irrelevant;
+  (`scipy.optimize.linear_sum_assignment`: the most subjects found, then the largest total score × IoU),
+  so the order they are listed in is irrelevant;
 - a component ("1-1") is looked for only among detections lying inside its parent's matched box, scored
   against where its planned box falls once the parent's planned box is mapped onto the detected one;
 - a subject with no acceptable detection is reported missing with a reason; no detection is ever
@@ -125,10 +126,12 @@ def match_targets(
 def _assign(
     group: list[LocateTarget], candidates: list[int], utility: np.ndarray, feasible: np.ndarray
 ) -> dict[str, int]:
-    """Optimal assignment maximizing total utility over feasible pairs; returns subject id → detection index."""
+    """Optimal assignment over feasible pairs: as many subjects found as possible, then the largest total
+    utility (each feasible pair is worth a bonus larger than any sum of utilities). Returns id → index."""
     if not candidates:
         return {}
-    gain = np.where(feasible, utility, 0.0)
+    bonus = min(utility.shape) + 1.0
+    gain = np.where(feasible, bonus + utility, 0.0)
     rows, cols = linear_sum_assignment(gain, maximize=True)
     return {group[r].subject_id: candidates[c] for r, c in zip(rows, cols, strict=True) if feasible[r, c]}
 
