@@ -37,8 +37,17 @@ class DrawSettings(BaseModel):
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
+        """Defaults follow a 30-step run; with fewer steps, unset step counts keep their proportions
+        (subject init over the first third, refinement over the last third). Explicit values that
+        contradict `steps` are errors."""
         if self.subject_init_steps > self.steps:
-            raise ValueError("subject_init_steps cannot exceed steps")
+            if "subject_init_steps" in self.model_fields_set:
+                raise ValueError("subject_init_steps cannot exceed steps")
+            self.subject_init_steps = self.steps // 3
+        if self.refine_step is not None and self.refine_step > self.steps:
+            if "refine_step" in self.model_fields_set:
+                raise ValueError("refine_step cannot exceed steps")
+            self.refine_step = round(self.steps * 2 / 3)
         return self
 
 

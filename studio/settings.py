@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 Dtype = Literal["float32", "float16", "bfloat16", "auto"]
@@ -85,6 +85,11 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(default=3, ge=0)
     max_revisions: int = Field(default=3, ge=0)
     temperature: float = 0.2
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class AuthSettings(BaseModel):

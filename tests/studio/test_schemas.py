@@ -126,6 +126,11 @@ def test_draw_job_json_round_trip_keeps_image_bytes() -> None:
     assert DrawJob.model_validate_json(job.model_dump_json()) == job
 
 
-def test_subject_init_steps_cannot_exceed_steps() -> None:
+def test_step_counts_scale_with_steps_unless_set_explicitly() -> None:
     with pytest.raises(ValidationError):
         DrawSettings(steps=5, subject_init_steps=10)
+    with pytest.raises(ValidationError):
+        DrawSettings(steps=5, refine_step=20)
+    scaled = DrawSettings(steps=6)
+    assert (scaled.subject_init_steps, scaled.refine_step) == (2, 4)
+    assert (DrawSettings().subject_init_steps, DrawSettings().refine_step) == (10, 20)
