@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from PIL import Image
+
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
 from studio.protocols import HistoryEntry, StepCallback, TurnContext, TurnOutcome
 from studio.subjects import Subject

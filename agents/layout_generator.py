@@ -1,0 +1,95 @@
+"""The LLM layout generator, and the conversion of any layout reply into a validated TurnPlan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.llm import LLMClient
+from agents.planner import CallRecord, LayoutDraft, LayoutRequest
+from agents.prompts import load_prompt
+from agents.schemas import LayoutReply, SubjectAnalysis
+from studio.geometry import Box
+from studio.plan import PlanItem, TurnPlan
+from studio.subjects import Subject
+
+AGENT = "layout_generator"
+CLIP_TOLERANCE = 0.02
+
+
+def _rounded(box: Box) -> list[float]:
+    return [round(v, 1) for v in (box.x, box.y, box.w, box.h)]
+
+
+def layout_payload(request: LayoutRequest) -> dict[str, Any]:
+    analysis = request.analysis
+    revision = None
+    if request.feedback and request.previous_draft is not None:
+        revision = {
+            "round": request.round,
+            "feedback": request.feedback,
+            "previous_layout": [
+                {"subject_id": item.subject_id, "phrase": item.phrase, "box": _rounded(item.box)}
+                for item in request.previous_draft.plan.items
+            ],
+        }
+    shown = {m.id for m in analysis.subjects}
+    return {
+        "canvas": {"width": request.width, "height": request.height},
+        "caption": analysis.caption,
+        "background": analysis.background,
+        "subjects": [
+            {"id": m.id, "name": m.name, "description": m.description, "action": m.action, "parent_id": m.parent_id}
+            for m in analysis.subjects
+        ],
+        "relations": [r.model_dump() for r in analysis.relations],
+        "previous_boxes": {sid: _rounded(box) for sid, box in request.previous_boxes.items() if sid in shown},
+        "revision": revision,
+    }
+
+
+def draft_from_reply(
+    reply: LayoutReply, analysis: SubjectAnalysis, memory: list[Subject], height: int, width: int
+) -> LayoutDraft:
+    """Validate a layout reply: known ids only, positive finite boxes that touch the canvas (clipped to
+    it, and reported when clipping cut more than 2 %). Missing subjects are left to the supervisor."""
+    names = {m.id: m.name for m in analysis.subjects}
+    names.update({s.id: s.name for s in memory if s.id not in names})
+    shown = {m.id for m in analysis.subjects}
+    unknown = [item.subject_id for item in reply.items if item.subject_id not in shown]
+    if unknown:
+        raise ValueError(f"items name subjects that are not in this turn: {unknown} (allowed: {sorted(shown)})")
+    items, clipped = [], []
+    for item in reply.items:
+        try:
+            raw = Box(x=item.x, y=item.y, w=item.w, h=item.h)
+        except ValueError as exc:
+            raise ValueError(f"box of subject {item.subject_id!r} is invalid: {exc}") from exc
+        inside = raw.clipped(height, width)
+        if inside is None:
+            raise ValueError(f"box of subject {item.subject_id!r} lies wholly outside the {width}x{height} canvas")
+        if inside.area < raw.area * (1 - CLIP_TOLERANCE):
+            clipped.append(item.subject_id)
+        phrase = item.phrase.strip() or names[item.subject_id]
+        items.append(PlanItem(subject_id=item.subject_id, phrase=phrase[:300], box=inside, name=names[item.subject_id]))
+    plan = TurnPlan(
+        height=height,
+        width=width,
+        caption=analysis.caption[:2000],
+        background=(reply.background or analysis.background or "")[:500],
+        negative=(reply.negative.strip() or None) if reply.negative else None,
+        items=items,
+    )
+    return LayoutDraft(plan=plan, clipped=clipped)
+
+
+class LLMLayoutGenerator:
+    def __init__(self, llm: LLMClient) -> None:
+        self.llm = llm
+        self.prompt = load_prompt(AGENT)
+
+    def layout(self, request: LayoutRequest) -> tuple[LayoutDraft, list[CallRecord]]:
+        def validated(reply: LayoutReply) -> LayoutDraft:
+            return draft_from_reply(reply, request.analysis, request.memory, request.height, request.width)
+
+        messages = self.prompt.messages(layout_payload(request))
+        return self.llm.complete(AGENT, messages, LayoutReply, validated)

@@ -1,0 +1,112 @@
+"""The whole graph with the real openai client against the scripted server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents import build_engine
+from agents.llm import AgentOutputError
+from studio.geometry import Box
+from studio.plan import PlanItem, TurnPlan
+from studio.storage.images import FileImageStore
+from tests.agents.conftest import llm_settings
+from tests.agents.fakes import FakeDrawer, Session
+
+MESSAGE = "A girl and a boy play in the park."
+
+
+def layout(*boxes: tuple[str, float, float, float, float]) -> dict:
+    items = [{"subject_id": s, "phrase": f"subject {s}", "x": x, "y": y, "w": w, "h": h} for s, x, y, w, h in boxes]
+    return {"background": "a park", "negative": "blurry", "items": items}
+
+
+def engine_for(tmp_path: Path, url: str, **llm: object):
+    settings = llm_settings(tmp_path, url, **llm)
+    return build_engine(settings, FakeDrawer(), FileImageStore(tmp_path / "images"))
+
+
+def test_turn_records_calls_usage_and_prompt_versions(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    session = Session(engine_for(tmp_path, url))
+    outcome = session.turn(MESSAGE)
+    assert [s.id for s in outcome.subjects] == ["1", "2"]
+    assert [kind for kind, _ in session.events] == ["planning", "planned", "drawing"]
+    info = outcome.info
+    assert info["planner"] == "llm" and info["llm_calls"] == 3
+    assert info["token_usage"] == {"prompt_tokens": 300, "completion_tokens": 60, "total_tokens": 360}
+    assert set(info["prompt_versions"]) == {"subject_manager", "layout_generator", "supervisor"}
+    assert all(v.startswith("1+") for v in info["prompt_versions"].values())
+    assert len(info["latency_s"]) == 3 and info["rounds"] == 0 and not info["hit_revision_bound"]
+    assert [fake.count(a) for a in ("subject_manager", "layout_generator", "supervisor")] == [1, 1, 1]
+
+
+def test_supervisor_feedback_reaches_the_layout_generator(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    fake.push("supervisor", {"approve": False, "feedback": "move subject 2 a little higher"})
+    session = Session(engine_for(tmp_path, url))
+    outcome = session.turn(MESSAGE)
+    revised = [data for kind, data in session.events if kind == "revised"]
+    assert revised == [{"round": 1, "feedback": "move subject 2 a little higher", "source": "llm"}]
+    second_layout = [r for r in fake.requests if r["agent"] == "layout_generator"][1]
+    assert "move subject 2 a little higher" in second_layout["body"]["messages"][-1]["content"]
+    assert outcome.info["rounds"] == 1 and not outcome.info["hit_revision_bound"]
+
+
+def test_deterministic_checks_then_bound_draws_the_best_plan(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    overlapping = layout(("1", 100, 100, 300, 600), ("2", 110, 110, 290, 590))
+    good = layout(("1", 100, 100, 300, 600), ("2", 600, 100, 300, 600))
+    outside = layout(("1", 100, 100, 300, 600), ("2", 900, 100, 300, 600))
+    fake.push("layout_generator", overlapping, good, outside)
+    fake.push("supervisor", {"approve": False, "feedback": "subject 1 should look at subject 2"})
+    session = Session(engine_for(tmp_path, url, max_revisions=2))
+    outcome = session.turn(MESSAGE)
+    assert fake.count("layout_generator") == 3
+    assert fake.count("supervisor") == 1, "layouts failing the deterministic checks never reach the LLM"
+    assert outcome.info["hit_revision_bound"] and outcome.info["rounds"] == 2
+    assert outcome.plan.item("2").box == Box(x=600, y=100, w=300, h=600)
+    reviews = outcome.info["reviews"]
+    assert "almost fully overlap" in reviews[0]["feedback"] and reviews[0]["source"] == "checks"
+    assert "outside" in reviews[2]["feedback"]
+    assert [kind for kind, _ in session.events].count("revised") == 2
+
+
+def test_invalid_replies_fail_the_turn_cleanly_and_the_turn_can_be_retried(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    wrong_id = {
+        "caption": "a girl",
+        "subjects": [
+            {"id": "7", "status": "new", "name": "girl", "description": "a girl", "parent_id": None, "action": ""}
+        ],
+        "updates": [],
+        "leaving": [],
+        "background": None,
+        "background_only": False,
+        "relations": [],
+    }
+    fake.push("subject_manager", wrong_id, wrong_id)
+    session = Session(engine_for(tmp_path, url))
+    ctx = session.context(MESSAGE)
+    with pytest.raises(AgentOutputError, match=r"^subject_manager: .*next free id '1', got '7'"):
+        session.engine.run_turn(ctx, session.emit)
+    outcome = session.engine.run_turn(ctx, session.emit)
+    assert [s.id for s in outcome.subjects] == ["1", "2"] and outcome.info["resumed"]
+
+
+def test_explicit_plan_turn_skips_the_agents(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    plan = TurnPlan(
+        height=512,
+        width=512,
+        caption="a cat",
+        background="a room",
+        items=[PlanItem(subject_id="1", phrase="cat, sleeping", box=Box(x=100, y=200, w=200, h=150))],
+    )
+    session = Session(engine_for(tmp_path, url))
+    outcome = session.turn(plan=plan)
+    assert fake.count() == 0
+    assert outcome.plan == plan and outcome.info["planner"] == "explicit" and outcome.info["llm_calls"] == 0
+    assert [s.name for s in outcome.subjects] == ["cat"] and outcome.subjects[0].reference_image_id
+    assert [kind for kind, _ in session.events] == ["planned", "drawing"]
