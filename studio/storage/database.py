@@ -44,7 +44,9 @@ class Database:
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        self.engine: Engine = create_engine(
+            url, connect_args=connect_args, pool_pre_ping=True, pool_size=20, max_overflow=20
+        )
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._seq_lock = threading.Lock()
@@ -109,17 +111,18 @@ class Database:
         return session
 
     def get_session(self, session_id: str, tenant: str | None = None) -> Session | None:
-        query = select(schema.sessions).where(schema.sessions.c.id == session_id)
+        turn_count = (
+            select(func.count())
+            .select_from(schema.turns)
+            .where(schema.turns.c.session_id == schema.sessions.c.id)
+            .scalar_subquery()
+        )
+        query = select(schema.sessions, turn_count.label("n")).where(schema.sessions.c.id == session_id)
         if tenant is not None:
             query = query.where(schema.sessions.c.tenant == tenant)
         with self.tx() as conn:
             row = conn.execute(query).mappings().first()
-            if row is None:
-                return None
-            count = conn.execute(
-                select(func.count()).select_from(schema.turns).where(schema.turns.c.session_id == session_id)
-            ).scalar_one()
-        return _session(row, count)
+        return _session(row, row["n"]) if row else None
 
     def list_sessions(self, tenant: str, limit: int = 100, offset: int = 0) -> list[Session]:
         counts = (
