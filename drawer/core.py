@@ -12,12 +12,18 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from drawer.conditioning import encode_references, encode_texts, has_ip_adapter
+from drawer.batches import main_batch, prerender_inputs
+from drawer.conditioning import encode_references, has_ip_adapter
+from drawer.editing import composite, edit_blends
 from drawer.images import decode_image, png_bytes
+from drawer.latent_blend import LatentBlend
+from drawer.parallel_attention import install_parallel_attention
+from drawer.render import render
 from drawer.standin import PlannedBoxLocator
-from drawer.stepping import Progress, StepCallbackChain
+from drawer.stepping import Progress
+from drawer.subject_init import group_subjects, prerender_and_collage
 from drawer.validation import check_job
-from studio.draw import DrawJob, DrawResult
+from studio.draw import DrawJob, DrawResult, SubjectCrop
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
 from studio.settings import ModelPreset
@@ -64,6 +70,7 @@ class Drawer:
         self.locator: SubjectLocator = locator if locator is not None else PlannedBoxLocator()
         self.max_subjects = max_subjects
         self._lock = threading.Lock()
+        install_parallel_attention(pipe.unet)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -89,30 +96,47 @@ class Drawer:
             references = {
                 sid: decode_image(data, f"the reference image of subject {sid}") for sid, data in job.references.items()
             }
-        progress = Progress(settings.steps, on_step, cancel)
+            previous = None
+            if plan.edit is not None and job.previous_image is not None:
+                previous = decode_image(job.previous_image, "the previous image")
+                if previous.size != (plan.width, plan.height):
+                    previous = previous.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+        only = set(plan.edit.regenerate_subject_ids) if plan.edit is not None else None
+        prerender = settings.subject_init and settings.subject_init_steps > 0 and bool(group_subjects(plan, only))
+        progress = Progress(settings.steps + (settings.prerender_steps if prerender else 0), on_step, cancel)
         progress.check_cancel()
+
         pipe = self.pipe
+        noise = self._noise(plan, seed)
+        blend_noise = self._noise(plan, seed + 1 if seed < 2**63 - 1 else 0)
         with timer.stage("encode"):
-            text = encode_texts(pipe, [plan.global_prompt()], [plan.negative_prompt])
-            extra = {}
-            if has_ip_adapter(pipe):
-                refs = encode_references(pipe, list(references.values()))
-                extra["ip_adapter_image_embeds"] = refs.pipeline_embeds(settings.guidance_scale > 1.0)
+            ref_ids, ref_images = list(references), list(references.values())
+            embeds = encode_references(pipe, ref_images) if self.uses_references else None
+        hooks: list[LatentBlend] = []
+        if prerender:
+            with timer.stage("prerender"):
+                inputs = prerender_inputs(pipe, plan, settings, embeds, _index(ref_ids), noise, only)
+                assert inputs is not None
+                init = prerender_and_collage(pipe, inputs, plan, settings, self.locator, blend_noise, progress)
+            if init.blend is not None:
+                hooks.append(init.blend)
+            new_refs = self._references_from_prerender(init.crops, references)
+            if new_refs:
+                with timer.stage("encode"):
+                    ref_ids += list(new_refs)
+                    ref_images += list(new_refs.values())
+                    embeds = encode_references(pipe, ref_images)
+        regenerate = None
+        if plan.edit is not None and previous is not None:
+            with timer.stage("encode"):
+                edit_hooks, regenerate = edit_blends(pipe, plan, settings, previous, blend_noise)
+            hooks.extend(edit_hooks)
         with timer.stage("denoise"):
-            latents = self._initial_noise(plan, seed, batch=1)
-            output = pipe(
-                **text.pipeline_kwargs(),
-                **extra,
-                height=plan.height,
-                width=plan.width,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance_scale,
-                latents=latents,
-                callback_on_step_end=StepCallbackChain(progress),
-                callback_on_step_end_tensor_inputs=["latents"],
-                output_type="pil",
-            )
-        image: Image.Image = output.images[0]
+            latents = self._start_latents(noise, hooks, settings.steps)
+            batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks))
+            image = render(pipe, batch, progress)[0]
+        if regenerate is not None and previous is not None:
+            image = composite(image, previous, regenerate, self.vae_scale_factor)
         with timer.stage("locate"):
             crops = self.locator.locate(image, locate_targets(plan)) if plan.items else {}
         return DrawResult(
@@ -124,13 +148,45 @@ class Drawer:
             timings=timer.timings,
         )
 
-    def _initial_noise(self, plan: TurnPlan, seed: int, batch: int) -> torch.Tensor:
+    @property
+    def uses_references(self) -> bool:
+        return has_ip_adapter(self.pipe)
+
+    def _references_from_prerender(
+        self, crops: dict[str, SubjectCrop], references: dict[str, Image.Image]
+    ) -> dict[str, Image.Image]:
+        """A subject drawn for the first time is conditioned on the crop just cut from its pre-render."""
+        if not self.uses_references:
+            return {}
+        out = {}
+        for sid, crop in crops.items():
+            if sid not in references and crop.found and crop.crop is not None:
+                out[sid] = decode_image(crop.crop, f"the pre-render crop of subject {sid}")
+        return out
+
+    def _start_latents(self, noise: torch.Tensor, hooks: list[LatentBlend], steps: int) -> torch.Tensor:
+        """Step-0 blend of the initial noise (the pipeline scales `latents` by init_noise_sigma itself)."""
+        if not hooks:
+            return noise
+        scheduler = self.pipe.scheduler
+        scheduler.set_timesteps(steps, device=self.pipe._execution_device)
+        sigma = float(scheduler.init_noise_sigma)
+        latents = noise * sigma
+        for hook in hooks:
+            latents = hook.blend_initial(latents, scheduler.timesteps[0])
+        return latents / sigma
+
+    def _noise(self, plan: TurnPlan, seed: int) -> torch.Tensor:
         """Unscaled Gaussian noise from a CPU generator, so a seed gives the same picture on any device."""
         factor = self.vae_scale_factor
-        shape = (batch, self.pipe.unet.config.in_channels, plan.height // factor, plan.width // factor)
+        shape = (1, self.pipe.unet.config.in_channels, plan.height // factor, plan.width // factor)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         return noise.to(device=self.pipe._execution_device, dtype=self.pipe.unet.dtype)
+
+
+def _index(ids: list[str]) -> dict[str, int]:
+    return {sid: i for i, sid in enumerate(ids)}
 
 
 def load_drawer(preset: ModelPreset, locator: SubjectLocator | None = None, max_subjects: int = 8) -> Drawer:

@@ -1,0 +1,105 @@
+"""Assembling the render batches of a turn: the main picture and the subject pre-renders."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline
+
+from drawer.conditioning import ReferenceEmbeds, encode_texts
+from drawer.parallel_attention import RegionImage
+from drawer.render import RenderBatch
+from drawer.stepping import LatentHook
+from drawer.subject_init import PrerenderInputs, fill_canvas, group_subjects
+from studio.draw import DrawSettings
+from studio.plan import TurnPlan
+
+
+def _group_prompt(background: str, phrases: list[str]) -> str:
+    joined = ", ".join(phrases)
+    return f"{background} with {joined}" if background else joined
+
+
+def main_batch(
+    pipe: DiffusionPipeline,
+    plan: TurnPlan,
+    settings: DrawSettings,
+    references: ReferenceEmbeds | None,
+    reference_index: dict[str, int],
+    latents: torch.Tensor,
+    hooks: list[LatentHook],
+) -> RenderBatch:
+    """One image: rows [global, background, subject phrases…] encoded in one call."""
+    prompts = [plan.global_prompt(), plan.background, *(item.phrase for item in plan.items)]
+    text = encode_texts(pipe, prompts, [plan.negative_prompt] * len(prompts))
+    image = RegionImage(
+        boxes=[item.box for item in plan.items],
+        background_row=0,
+        subject_rows=list(range(1, len(plan.items) + 1)),
+        reference_index=[reference_index.get(item.subject_id) for item in plan.items],
+    )
+    return RenderBatch(
+        images=[image],
+        prompts=text.select([0]),
+        region_text=text.embeds[1:],
+        references=references,
+        height=plan.height,
+        width=plan.width,
+        steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        latents=latents,
+        fuse_scale=settings.fuse_scale,
+        global_weight=settings.global_weight,
+        img_scale=settings.img_scale,
+        refine_step=settings.refine_step,
+        hooks=hooks,
+    )
+
+
+def prerender_inputs(
+    pipe: DiffusionPipeline,
+    plan: TurnPlan,
+    settings: DrawSettings,
+    references: ReferenceEmbeds | None,
+    reference_index: dict[str, int],
+    noise: torch.Tensor,
+    only: set[str] | None = None,
+) -> PrerenderInputs | None:
+    """One image per subject group (a mother and its components): the same background, the group's boxes
+    rescaled to fill the canvas, each member's reference as its IP conditioning; no refine switch."""
+    groups = group_subjects(plan, only)
+    if not groups:
+        return None
+    members = [item for group in groups for item in group.members]
+    prompts = [_group_prompt(plan.background, [m.phrase for m in group.members]) for group in groups]
+    prompts += [plan.background, *(m.phrase for m in members)]
+    text = encode_texts(pipe, prompts, [plan.negative_prompt] * len(prompts))
+    images, row = [], 1
+    for group in groups:
+        boxes = fill_canvas([m.box for m in group.members], plan.height, plan.width)
+        rows = list(range(row, row + len(group.members)))
+        row += len(group.members)
+        images.append(
+            RegionImage(
+                boxes=boxes,
+                background_row=0,
+                subject_rows=rows,
+                reference_index=[reference_index.get(m.subject_id) for m in group.members],
+            )
+        )
+    count = len(groups)
+    batch = RenderBatch(
+        images=images,
+        prompts=text.select(list(range(count))),
+        region_text=text.embeds[count:],
+        references=references,
+        height=plan.height,
+        width=plan.width,
+        steps=settings.prerender_steps,
+        guidance_scale=settings.guidance_scale,
+        latents=noise.expand(count, *noise.shape[1:]).contiguous(),
+        fuse_scale=settings.fuse_scale,
+        global_weight=settings.global_weight,
+        img_scale=settings.img_scale,
+        refine_step=None,
+    )
+    return PrerenderInputs(groups=groups, batch=batch)

@@ -1,0 +1,314 @@
+"""Parallel-UNet: regional cross-attention processors for every `attn2`, fed through `cross_attention_kwargs`.
+
+Per call the processor gets one keyword, `layout` (a RegionalContext built once per turn). With it:
+
+- text branch: the query attends separately to every prompt row (the pipeline's negative and global rows,
+  plus background and subject rows from the context) through the layer's frozen `to_k` / `to_v`; the row
+  outputs are weighted per token by the layout weights and summed per image;
+- image branch: the IP-Adapter's `to_k_ip` / `to_v_ip` attend to each referenced subject's image tokens
+  (from the UNet's own IP projection), weighted by img_scale · box share; unreferenced subjects have no row
+  (so no IP output at all there, in the conditional and the unconditional half alike, notes §6.9).
+
+The query projection and `to_out` run once per layer; all rows of a branch go through one batched
+scaled-dot-product-attention call. With `layout.active` False (after `refine_step`), the processor is plain
+attention on the pipeline's own prompt rows with no image branch. Without `layout` it behaves exactly like
+diffusers' IPAdapterAttnProcessor2_0 (or AttnProcessor2_0 for a model without IP-Adapter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
+
+from drawer.layout_masks import Grid, layout_weights
+from studio.geometry import Box
+
+LAYOUT_KWARG = "layout"
+
+
+@dataclass
+class RegionImage:
+    """One image of the batch: its subjects' boxes, the rows of `region_text` holding its background and
+    subject prompts, and the index of each subject's reference among the encoded references (or None)."""
+
+    boxes: list[Box]
+    background_row: int
+    subject_rows: list[int]
+    reference_index: list[int | None]
+
+
+@dataclass
+class _Rows:
+    query: list[int] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)
+    weights: list[list[torch.Tensor]] = field(default_factory=list)
+
+    def add(self, query: int, source: int, weights: list[torch.Tensor]) -> None:
+        if all(bool((w == 0).all()) for w in weights):
+            return
+        self.query.append(query)
+        self.source.append(source)
+        self.weights.append(weights)
+
+
+class RegionalContext:
+    """Everything the processors need for one turn, on the UNet's device and dtype, built once.
+
+    `text_source` indexes cat(pipeline prompt rows, region_text); `image_source` indexes the flattened
+    (batch row, reference) image tokens; weights are looked up by token count."""
+
+    def __init__(
+        self,
+        region_text: torch.Tensor,
+        text_query: torch.Tensor,
+        text_source: torch.Tensor,
+        text_weights: dict[int, torch.Tensor],
+        image_query: torch.Tensor,
+        image_source: torch.Tensor,
+        image_weights: dict[int, torch.Tensor],
+        num_references: int,
+    ) -> None:
+        self.region_text = region_text
+        self.text_query = text_query
+        self.text_source = text_source
+        self.text_weights = text_weights
+        self.image_query = image_query
+        self.image_source = image_source
+        self.image_weights = image_weights
+        self.num_references = num_references
+        self.active = True
+
+    @property
+    def has_image_rows(self) -> bool:
+        return int(self.image_query.numel()) > 0
+
+    def weights_for(self, table: dict[int, torch.Tensor], tokens: int) -> torch.Tensor:
+        try:
+            return table[tokens]
+        except KeyError:
+            raise RuntimeError(
+                f"no layout weights for an attention map of {tokens} tokens (known: {sorted(table)})"
+            ) from None
+
+
+def build_regional_context(
+    images: list[RegionImage],
+    region_text: torch.Tensor,
+    *,
+    height: int,
+    width: int,
+    grids: list[Grid],
+    fuse_scale: tuple[float, float],
+    global_weight: float,
+    img_scale: float,
+    guided: bool,
+    num_references: int,
+) -> RegionalContext:
+    """Lay out the attention rows of a batch and precompute their weights at every grid."""
+    batch = len(images)
+    offset = batch if guided else 0
+    pipeline_rows = 2 * batch if guided else batch
+    text, image = _Rows(), _Rows()
+    for b, spec in enumerate(images):
+        has_ref = [index is not None for index in spec.reference_index]
+        per_grid = [
+            layout_weights(spec.boxes, has_ref, grid, height, width, fuse_scale, global_weight, img_scale)
+            for grid in grids
+        ]
+        if guided:
+            text.add(b, b, [torch.ones(grid.tokens, dtype=torch.float64) for grid in grids])
+        cond = offset + b
+        text.add(cond, cond, [w.text[0] for w in per_grid])
+        text.add(cond, pipeline_rows + spec.background_row, [w.text[1] for w in per_grid])
+        for i, row in enumerate(spec.subject_rows):
+            text.add(cond, pipeline_rows + row, [w.text[2 + i] for w in per_grid])
+        for i, ref in enumerate(spec.reference_index):
+            if ref is None:
+                continue
+            halves = (b, cond) if guided else (cond,)
+            for query in halves:
+                image.add(query, query * num_references + ref, [w.image[i] for w in per_grid])
+    device, dtype = region_text.device, region_text.dtype
+
+    def index(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    def stack(rows: _Rows) -> dict[int, torch.Tensor]:
+        if not rows.weights:
+            return {}
+        return {
+            grid.tokens: torch.stack([w[g] for w in rows.weights]).to(device=device, dtype=dtype).unsqueeze(-1)
+            for g, grid in enumerate(grids)
+        }
+
+    return RegionalContext(
+        region_text=region_text,
+        text_query=index(text.query),
+        text_source=index(text.source),
+        text_weights=stack(text),
+        image_query=index(image.query),
+        image_source=index(image.source),
+        image_weights=stack(image),
+        num_references=num_references,
+    )
+
+
+def _heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    rows, length, inner = tensor.shape
+    return tensor.view(rows, length, heads, inner // heads).transpose(1, 2)
+
+
+def _merge_heads(tensor: torch.Tensor) -> torch.Tensor:
+    rows, heads, length, head_dim = tensor.shape
+    return tensor.transpose(1, 2).reshape(rows, length, heads * head_dim)
+
+
+class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
+    """AutoStudio's parallel cross-attention on top of diffusers' IP-Adapter processor (its weights reused)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        cross_attention_dim: int | None = None,
+        num_tokens: tuple[int, ...] | list[int] = (),
+        scale: float | list[float] = 1.0,
+    ) -> None:
+        num_tokens = list(num_tokens)
+        scales = scale if isinstance(scale, list) else [scale] * len(num_tokens)
+        super().__init__(hidden_size, cross_attention_dim or hidden_size, num_tokens=num_tokens, scale=scales)
+        self._stock = AttnProcessor2_0()
+
+    @classmethod
+    def wrapping(cls, processor: object, hidden_size: int, cross_attention_dim: int) -> ParallelCrossAttnProcessor:
+        """A processor sharing the IP-Adapter projections of an installed IPAdapterAttnProcessor2_0."""
+        if isinstance(processor, IPAdapterAttnProcessor2_0):
+            new = cls(processor.hidden_size, processor.cross_attention_dim, processor.num_tokens, processor.scale)
+            new.to_k_ip = processor.to_k_ip
+            new.to_v_ip = processor.to_v_ip
+            return new
+        return cls(hidden_size, cross_attention_dim)
+
+    @property
+    def has_ip(self) -> bool:
+        return len(self.to_k_ip) > 0
+
+    def __call__(  # type: ignore[override]
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | tuple | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        scale: float = 1.0,
+        ip_adapter_masks: torch.Tensor | None = None,
+        layout: RegionalContext | None = None,
+    ) -> torch.Tensor:
+        if layout is None:
+            if self.has_ip:
+                return super().__call__(
+                    attn, hidden_states, encoder_hidden_states, attention_mask, temb, scale, ip_adapter_masks
+                )
+            return self._stock(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if isinstance(encoder_hidden_states, tuple):
+            text, image_tokens = encoder_hidden_states
+        else:
+            text, image_tokens = encoder_hidden_states, None
+        if not layout.active:
+            return self._stock(attn, hidden_states, text, attention_mask, temb)
+        return self._regional(attn, hidden_states, text, image_tokens, temb, layout)
+
+    def _regional(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        text: torch.Tensor,
+        image_tokens: list[torch.Tensor] | None,
+        temb: torch.Tensor | None,
+        layout: RegionalContext,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        spatial = hidden_states.ndim == 4
+        if spatial:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        tokens = hidden_states.shape[1]
+        query = _heads(attn.to_q(hidden_states), attn.heads)
+
+        table = torch.cat([text, layout.region_text.to(text.dtype)], dim=0)
+        if attn.norm_cross:
+            table = attn.norm_encoder_hidden_states(table)
+        sources = table.index_select(0, layout.text_source)
+        key = _heads(attn.to_k(sources), attn.heads)
+        value = _heads(attn.to_v(sources), attn.heads)
+        rows = F.scaled_dot_product_attention(query.index_select(0, layout.text_query), key, value)
+        weighted = _merge_heads(rows) * layout.weights_for(layout.text_weights, tokens)
+        out = torch.zeros(query.shape[0], tokens, weighted.shape[-1], dtype=weighted.dtype, device=weighted.device)
+        out.index_add_(0, layout.text_query, weighted)
+
+        if layout.has_image_rows and image_tokens is not None and self.has_ip:
+            tokens_ip = image_tokens[0]
+            flat = tokens_ip.reshape(-1, *tokens_ip.shape[2:]).index_select(0, layout.image_source)
+            ip_key = _heads(self.to_k_ip[0](flat), attn.heads)
+            ip_value = _heads(self.to_v_ip[0](flat), attn.heads)
+            ip_rows = F.scaled_dot_product_attention(query.index_select(0, layout.image_query), ip_key, ip_value)
+            ip_weighted = _merge_heads(ip_rows) * layout.weights_for(layout.image_weights, tokens)
+            out.index_add_(0, layout.image_query, ip_weighted.to(out.dtype))
+
+        out = attn.to_out[1](attn.to_out[0](out))
+        if spatial:
+            out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+class SelfAttnProcessor(AttnProcessor2_0):
+    """Stock self-attention that accepts (and ignores) the `layout` keyword, so no warning is logged."""
+
+    def __call__(  # type: ignore[override]
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        layout: RegionalContext | None = None,
+    ) -> torch.Tensor:
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+def install_parallel_attention(unet: UNet2DConditionModel) -> None:
+    """Put a ParallelCrossAttnProcessor on every attn2 and a SelfAttnProcessor elsewhere (idempotent)."""
+    processors = {}
+    for name, processor in unet.attn_processors.items():
+        if isinstance(processor, ParallelCrossAttnProcessor | SelfAttnProcessor):
+            processors[name] = processor
+            continue
+        module = unet.get_submodule(name.removesuffix(".processor"))
+        if name.endswith("attn2.processor"):
+            processors[name] = ParallelCrossAttnProcessor.wrapping(
+                processor, module.to_q.out_features, module.to_k.in_features
+            )
+        else:
+            processors[name] = SelfAttnProcessor()
+    unet.set_attn_processor(processors)
+    device, dtype = unet.device, unet.dtype
+    for processor in unet.attn_processors.values():
+        if isinstance(processor, torch.nn.Module):
+            processor.to(device=device, dtype=dtype)
+
+
+def unet_grids(unet: UNet2DConditionModel, height: int, width: int, vae_factor: int) -> list[Grid]:
+    from drawer.layout_masks import attention_grids
+
+    levels = len(unet.config.block_out_channels)
+    padding = int(getattr(unet.config, "downsample_padding", 1))
+    return attention_grids(height, width, vae_factor, levels, padding)

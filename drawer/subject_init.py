@@ -1,0 +1,178 @@
+"""Subject-initialized generation (notes §2): pre-render every subject group in one batch, find and cut out
+each subject, paste it aspect-kept and centred into its box on a neutral canvas, VAE-encode the collage and
+return the latent blend that pulls the masked region toward it during the first steps."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from drawer.images import NEUTRAL_GREY
+from drawer.latent_blend import LatentBlend, latent_mask
+from drawer.render import RenderBatch, render
+from drawer.stepping import Progress
+from studio.draw import DrawSettings, SubjectCrop
+from studio.geometry import Box
+from studio.plan import PlanItem, TurnPlan
+from studio.protocols import LocateTarget, SubjectLocator
+from studio.subjects import parent_of
+
+
+@dataclass
+class SubjectGroup:
+    """A mother subject and its components, drawn together in one pre-render."""
+
+    mother: PlanItem
+    members: list[PlanItem]
+
+
+def group_subjects(plan: TurnPlan, only: set[str] | None = None) -> list[SubjectGroup]:
+    groups: dict[str, SubjectGroup] = {}
+    for item in plan.items:
+        if parent_of(item.subject_id) is None and (only is None or item.subject_id in only):
+            groups[item.subject_id] = SubjectGroup(mother=item, members=[item])
+    for item in plan.items:
+        parent = parent_of(item.subject_id)
+        if parent is not None and parent in groups:
+            groups[parent].members.append(item)
+    return list(groups.values())
+
+
+def union_box(boxes: list[Box]) -> Box:
+    x0 = min(b.x for b in boxes)
+    y0 = min(b.y for b in boxes)
+    x1 = max(b.x + b.w for b in boxes)
+    y1 = max(b.y + b.h for b in boxes)
+    return Box.from_xyxy(x0, y0, x1, y1)
+
+
+def fill_canvas(boxes: list[Box], height: int, width: int) -> list[Box]:
+    """Rescale boxes (aspect kept) so that their union fills the canvas, centred."""
+    union = union_box(boxes)
+    scale = min(width / union.w, height / union.h)
+    dx = (width - union.w * scale) / 2 - union.x * scale
+    dy = (height - union.h * scale) / 2 - union.y * scale
+    return [Box(x=b.x * scale + dx, y=b.y * scale + dy, w=b.w * scale, h=b.h * scale) for b in boxes]
+
+
+@dataclass
+class Collage:
+    image: Image.Image
+    mask: np.ndarray
+    pasted: list[str] = field(default_factory=list)
+
+
+def _crop_mask(crop: SubjectCrop, height: int, width: int) -> np.ndarray | None:
+    if crop.mask is not None:
+        with Image.open(io.BytesIO(crop.mask)) as opened:
+            mask = np.asarray(opened.convert("L").resize((width, height), Image.Resampling.NEAREST)) > 127
+        return mask if mask.any() else None
+    if crop.box is not None:
+        mask = np.zeros((height, width), dtype=bool)
+        x0, y0, x1, y1 = crop.box.pixel_bounds(height, width)
+        mask[y0:y1, x0:x1] = True
+        return mask if mask.any() else None
+    return None
+
+
+def make_collage(
+    cutouts: list[tuple[str, Image.Image, np.ndarray, Box]], height: int, width: int
+) -> Collage:
+    """Paste each (id, pre-render, mask, target box) cut-out, aspect kept and centred, into its target box on a
+    neutral grey canvas. Larger boxes go first, so smaller (usually nearer) subjects stay visible."""
+    canvas = Image.new("RGB", (width, height), NEUTRAL_GREY)
+    collage_mask = np.zeros((height, width), dtype=bool)
+    pasted = []
+    for subject_id, image, mask, target in sorted(cutouts, key=lambda c: -c[3].area):
+        rows, cols = np.nonzero(mask)
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        piece = image.crop((left, top, right, bottom))
+        piece_mask = Image.fromarray((mask[top:bottom, left:right] * 255).astype(np.uint8), mode="L")
+        tx0, ty0, tx1, ty1 = target.pixel_bounds(height, width)
+        box_w, box_h = max(tx1 - tx0, 1), max(ty1 - ty0, 1)
+        scale = min(box_w / piece.width, box_h / piece.height)
+        size = (max(1, round(piece.width * scale)), max(1, round(piece.height * scale)))
+        piece = piece.resize(size, Image.Resampling.LANCZOS)
+        piece_mask = piece_mask.resize(size, Image.Resampling.NEAREST)
+        offset = (tx0 + (box_w - size[0]) // 2, ty0 + (box_h - size[1]) // 2)
+        canvas.paste(piece, offset, piece_mask)
+        layer = Image.new("L", (width, height), 0)
+        layer.paste(piece_mask, offset)
+        collage_mask |= np.asarray(layer) > 127
+        pasted.append(subject_id)
+    return Collage(image=canvas, mask=collage_mask, pasted=pasted)
+
+
+@torch.no_grad()
+def vae_encode(pipe: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
+    """Deterministic latents (the posterior mode) of an image, scaled as the UNet expects them."""
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=vae.dtype)
+    latents = vae.encode(pixels).latent_dist.mode()
+    return latents * vae.config.scaling_factor
+
+
+@dataclass
+class PrerenderInputs:
+    """What the drawer hands to the pre-render: the encoding helpers' outputs for the subject groups."""
+
+    groups: list[SubjectGroup]
+    batch: RenderBatch
+
+
+@dataclass
+class SubjectInitResult:
+    blend: LatentBlend | None
+    collage: Collage | None
+    crops: dict[str, SubjectCrop]
+    skipped: dict[str, str]
+    prerenders: list[Image.Image]
+
+
+def prerender_and_collage(
+    pipe: DiffusionPipeline,
+    inputs: PrerenderInputs,
+    plan: TurnPlan,
+    settings: DrawSettings,
+    locator: SubjectLocator,
+    noise: torch.Tensor,
+    progress: Progress,
+) -> SubjectInitResult:
+    """Pre-render the groups in one batch, locate each mother subject, and build the collage blend.
+    A subject that is not found is skipped (its box is left to the regular denoising)."""
+    images = render(pipe, inputs.batch, progress)
+    crops: dict[str, SubjectCrop] = {}
+    skipped: dict[str, str] = {}
+    cutouts = []
+    for group, spec, image in zip(inputs.groups, inputs.batch.images, images, strict=True):
+        mother = group.mother
+        target = LocateTarget(
+            subject_id=mother.subject_id, name=mother.detection_name, planned_box=spec.boxes[0], parent_id=None
+        )
+        found = locator.locate(image, [target]).get(mother.subject_id)
+        mask = _crop_mask(found, image.height, image.width) if found is not None and found.found else None
+        if found is None or mask is None:
+            skipped[mother.subject_id] = (found.reason if found is not None else None) or "not found in its pre-render"
+            continue
+        crops[mother.subject_id] = found
+        cutouts.append((mother.subject_id, image, mask, mother.box))
+    if not cutouts:
+        return SubjectInitResult(None, None, crops, skipped, images)
+    collage = make_collage(cutouts, plan.height, plan.width)
+    target = vae_encode(pipe, collage.image)
+    mask = latent_mask(torch.from_numpy(collage.mask), int(pipe.vae_scale_factor))
+    blend = LatentBlend(
+        pipe.scheduler,
+        target=target,
+        mask=mask,
+        noise=noise,
+        strength=settings.subject_init_strength,
+        until_step=settings.subject_init_steps,
+        total_steps=settings.steps,
+    )
+    return SubjectInitResult(blend, collage, crops, skipped, images)
