@@ -127,7 +127,7 @@ class GroundingDetector:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str,
+        name_or_path: str = "IDEA-Research/grounding-dino-base",
         box_threshold: float = 0.35,
         text_threshold: float = 0.25,
         device: str = "auto",

@@ -81,9 +81,11 @@ class BoxSegmenter:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str = "auto", dtype: str = "auto") -> BoxSegmenter:
+    def from_pretrained(
+        cls, name_or_path: str = "facebook/sam-vit-base", device: str = "auto", dtype: str = "auto"
+    ) -> BoxSegmenter:
         """facebook/sam-vit-base (or any SAM checkpoint) or a SAM 2 checkpoint such as
-        facebook/sam2.1-hiera-small, from the hub or a local folder."""
+        facebook/sam2-hiera-small-hf, from the hub or a local folder."""
         from transformers import AutoConfig
 
         dev = resolve_device(device)
