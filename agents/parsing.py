@@ -60,7 +60,10 @@ LEAVE_WORDS = (
     ("is", "no", "longer"),
     ("are", "no", "longer"),
 )
-WEAR_VERBS = words("wears wearing wear holds holding hold carries carrying carry has gets got puts dons takes")
+WEAR_VERBS = words(
+    "wears wearing wear holds holding hold carries carrying carry has gets got puts dons takes raises wields grabs "
+    "lifts swings draws picks"
+)
 ACTION_SKIP = frozenset({"and", ",", "is", "are", "was", "were", "now", "then"})
 
 
@@ -235,6 +238,19 @@ def _create(mention: _Mention, turn: _Turn, count: int) -> list[str]:
     return ids
 
 
+COMMON_VERBS = words(
+    "see sees saw watch watching meet meets met hug hugs love loves like likes play plays walk walks run runs sit "
+    "sits stand stands look looks feed feeds chase chases ride rides give gives find finds read reads eat eats"
+)
+
+
+def _modifier(token: str) -> bool:
+    """Whether a word before a noun can describe it (adjectives, colours, materials), not a verb or a stop word."""
+    if token in STOP or token in WEAR_VERBS or token in COMMON_VERBS:
+        return False
+    return not (token.endswith("ing") and len(token) > 5)
+
+
 def _scan(tokens: list[str]) -> list[_Mention]:
     mentions: list[_Mention] = []
     scene_until = -1
@@ -253,10 +269,14 @@ def _scan(tokens: list[str]) -> list[_Mention]:
             i += 1
             continue
         name, used, plural = found
+        after_subject = (bool(mentions) and mentions[-1].end == i) or (i > 0 and tokens[i - 1] in VERB_CONTEXT)
+        if plural and after_subject:
+            i += used  # "the lion watches": a verb, not two watches
+            continue
         j = i - 1
         modifiers: list[str] = []
         count = 1
-        while j >= 0 and len(modifiers) < 3 and tokens[j] not in STOP and _match_noun(tokens, j) is None:
+        while j >= 0 and len(modifiers) < 3 and _modifier(tokens[j]) and _match_noun(tokens, j) is None:
             if tokens[j] in NUMBERS:
                 break
             if not tokens[j].isalpha():
@@ -375,6 +395,7 @@ def _relations(tokens: list[str], mentions: list[_Mention]) -> list[tuple[str, s
     return found
 
 
+VERB_CONTEXT = words("who that which also then and")
 PRONOUNS_GROUP = frozenset({"they", "them", "their", "themselves"})
 
 

@@ -1,0 +1,110 @@
+"""Four-turn dialogues: subjects introduced, re-mentioned by pronoun, given a component and dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents import build_engine
+from studio.storage.images import FileImageStore
+from tests.agents.conftest import llm_settings
+from tests.agents.fakes import FakeDrawer, Session
+
+
+def ids(subjects) -> list[str]:
+    return [s.id for s in subjects]
+
+
+def test_offline_dialogue_keeps_ids_and_memory(offline_engine) -> None:
+    session = Session(offline_engine)
+
+    first = session.turn("A girl and a boy walk in the park, the girl on the left.")
+    assert first.plan.subject_ids == ["1", "2"]
+    assert [(s.id, s.name) for s in first.subjects] == [("1", "girl"), ("2", "boy")]
+    assert all(s.reference_image_id for s in first.subjects)
+    girl, boy = first.plan.item("1").box, first.plan.item("2").box
+    assert girl.x + girl.w / 2 < boy.x + boy.w / 2
+    references = {s.id: s.reference_image_id for s in first.subjects}
+
+    second = session.turn("She waves at him.")
+    assert second.plan.subject_ids == ["1", "2"]
+    assert ids(second.subjects) == ["1", "2"]
+    assert {s.id: s.reference_image_id for s in second.subjects} == references, "first references are kept"
+    assert second.plan.background == "the park", "the scene carries over"
+
+    third = session.turn("The girl now wears a hat.")
+    assert third.plan.subject_ids == ["1", "1-1"]
+    hat = next(s for s in third.subjects if s.id == "1-1")
+    assert hat.name == "hat" and hat.parent_id == "1" and hat.first_seen_turn == 2
+    assert third.plan.item("1").box.contains_fraction(third.plan.item("1-1").box) > 0.99
+    assert ids(third.subjects) == ["1", "1-1", "2"]
+
+    fourth = session.turn("The boy leaves. The girl sits on the beach next to a small dog.")
+    assert fourth.plan.subject_ids == ["1", "3"]
+    assert fourth.info["analysis"]["leaving"] == ["2"]
+    assert fourth.plan.background == "the beach"
+    assert ids(fourth.subjects) == ["1", "1-1", "2", "3"], "a subject who left stays in memory"
+    assert next(s for s in fourth.subjects if s.id == "2").reference_image_id == references["2"]
+    assert next(s for s in fourth.subjects if s.id == "3").description == "a small dog"
+    assert [fourth.info["memory_changes"][k] for k in ("new", "leaving")] == [["3"], ["2"]]
+
+
+def mention(sid: str, status: str, name: str, description: str, action: str = "", parent: str | None = None) -> dict:
+    return {
+        "id": sid,
+        "status": status,
+        "name": name,
+        "description": description,
+        "parent_id": parent,
+        "action": action,
+    }
+
+
+def analysis(subjects: list[dict], **extra: object) -> dict:
+    base = {
+        "caption": "",
+        "subjects": subjects,
+        "updates": [],
+        "leaving": [],
+        "background": None,
+        "background_only": False,
+        "relations": [],
+    }
+    return {**base, **extra}
+
+
+def test_llm_dialogue_keeps_ids_and_memory(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    engine = build_engine(llm_settings(tmp_path, url), FakeDrawer(), FileImageStore(tmp_path / "images"))
+    session = Session(engine)
+    girl = mention("1", "known", "girl", "a girl with a red scarf")
+    fake.push(
+        "subject_manager",
+        analysis(
+            [
+                mention("1", "new", "girl", "a girl with a red scarf", "walking"),
+                mention("2", "new", "dog", "a small dog"),
+            ],
+            background="a park",
+            relations=[{"subject_id": "2", "relation": "right_of", "other_id": "1"}],
+        ),
+        analysis([{**girl, "action": "laughing"}, mention("2", "known", "dog", "a small dog", "jumping at her")]),
+        analysis(
+            [girl, mention("1-1", "new", "hat", "a straw hat", parent="1")],
+            updates=[{"id": "1", "description": "a girl with short hair and a red scarf", "change": "short hair"}],
+        ),
+        analysis([mention("1", "known", "girl", "a girl with short hair and a red scarf", "reading")], leaving=["2"]),
+    )
+    session.turn("A girl with a red scarf walks her small dog in the park, the dog on the right.")
+    assert ids(session.subjects) == ["1", "2"]
+    session.turn("She laughs while it jumps at her.")
+    assert ids(session.subjects) == ["1", "2"]
+    third = session.turn("She now has short hair and wears a straw hat.")
+    assert ids(session.subjects) == ["1", "1-1", "2"]
+    assert session.subjects[0].description == "a girl with short hair and a red scarf"
+    assert third.info["memory_changes"]["updated_descriptions"] == ["1"]
+    fourth = session.turn("The dog is gone; she reads alone.")
+    assert fourth.plan.subject_ids == ["1"]
+    assert ids(session.subjects) == ["1", "1-1", "2"]
+    payload = fake.requests[-3]["body"]["messages"][-1]["content"]
+    assert '"next_free_id": "3"' in payload and "short hair" in payload
+    assert fake.count("subject_manager") == 4

@@ -1,0 +1,57 @@
+"""The Postgres checkpointer path against the local PostgreSQL (skipped with the reason when unreachable)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agents import build_engine
+from agents.checkpoint import is_postgres, libpq_url
+from studio.settings import Settings
+from studio.storage.images import MemoryImageStore
+from tests.agents.fakes import FakeDrawer, Session
+
+URL = os.environ.get("STUDIO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _reachable() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(libpq_url(URL), connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means: no server to test against
+        return f"PostgreSQL at {URL} is unreachable: {exc}"
+
+
+def test_url_forms() -> None:
+    assert is_postgres("postgresql+psycopg://u@h/db") and is_postgres("postgres://u@h/db")
+    assert not is_postgres("sqlite:///x.db") and not is_postgres(None)
+    assert libpq_url("postgresql+psycopg://u:p@h:5432/db") == "postgresql://u:p@h:5432/db"
+
+
+def test_postgres_checkpointer_runs_and_resumes_turns(tmp_path: Path) -> None:
+    reason = _reachable()
+    if reason:
+        pytest.skip(reason)
+    settings = Settings(data_dir=tmp_path, database_url=URL)
+    images = MemoryImageStore()
+    engine = build_engine(settings, FakeDrawer(), images)
+    assert type(engine.checkpointer).__name__ == "PostgresSaver"
+    session = Session(engine, session_id=f"pg-{uuid.uuid4().hex}")
+    session.turn("A knight and a dragon face each other, the knight on the left.")
+    second = session.turn("He raises a sword.")
+    assert second.plan.subject_ids == ["1", "1-1"]
+    engine.close()
+    assert not (tmp_path / "checkpoints.sqlite").exists()
+
+    reopened = build_engine(settings, FakeDrawer(), images)
+    state = reopened.state(session.session_id)
+    assert state["done"] and [s["id"] for s in state["subjects"]] == ["1", "1-1", "2"]
+    ctx = session.context("unused", turn_id=state["turn_id"])
+    again = reopened.run_turn(ctx, session.emit)
+    assert again.plan == second.plan
+    reopened.close()
