@@ -286,12 +286,12 @@ def _scan(tokens: list[str]) -> list[_Mention]:
         determiner = tokens[j] if j >= 0 and (tokens[j] in DETERMINERS or tokens[j] in NEW_MARKERS) else None
         if j >= 0 and tokens[j] in NUMBERS and plural:
             count = min(NUMBERS[tokens[j]], MAX_SUBJECTS)
-        if determiner in NEW_MARKERS or (j >= 0 and tokens[j] in NEW_MARKERS):
+        if determiner in NEW_MARKERS or any(m in NEW_MARKERS for m in modifiers):
             determiner = "another"
         mentions.append(
             _Mention(
                 start=i,
-                phrase_start=j + 1 if determiner is None else j,
+                phrase_start=j if j >= 0 and (tokens[j] in DETERMINERS or tokens[j] in NEW_MARKERS) else j + 1,
                 end=i + used,
                 noun=name,
                 determiner=determiner,
