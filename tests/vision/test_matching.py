@@ -84,14 +84,16 @@ def test_one_detection_never_serves_two_subjects() -> None:
 
 def test_component_is_found_inside_its_parent_not_elsewhere() -> None:
     girl = target("1", "girl", 0, 0, 100, 200)
-    boy = target("2", "boy", 200, 0, 100, 200)
-    hat = LocateTarget(subject_id="1-1", name="hat", planned_box=Box(x=30, y=0, w=40, h=30), parent_id="1")
+    boy = target("2", "boy", 100, 0, 100, 200)
+    # a sloppy plan: the girl's hat box straddles her right edge, towards the boy
+    hat = LocateTarget(subject_id="1-1", name="hat", planned_box=Box(x=80, y=0, w=40, h=30), parent_id="1")
     detections = [
         det("girl", 0, 0, 100, 200, 0.9),
-        det("boy", 200, 0, 100, 200, 0.9),
-        det("hat", 230, 0, 40, 30, 0.95),  # on the boy: higher score, listed first
-        det("hat", 20, 5, 40, 30, 0.5),  # inside the girl's box
+        det("boy", 100, 0, 100, 200, 0.9),
+        det("hat", 100, 0, 40, 30, 0.95),  # the boy's hat: higher score, overlaps the planned hat box
+        det("hat", 40, 0, 40, 30, 0.5),  # inside the girl's box
     ]
+    assert hat.planned_box.iou(detections[2].box) > hat.planned_box.iou(detections[3].box)
     result = match_targets([hat, girl, boy], detections)
     assert result["1-1"].detection == detections[3]
 

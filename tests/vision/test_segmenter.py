@@ -52,3 +52,45 @@ def test_sam2_prompts_all_boxes_in_one_call(tiny_sam2_model: Any, noise_image: I
     segmenter = BoxSegmenter(tiny_sam2_model)
     assert segmenter.model_type == "sam2"
     _check_one_batched_call(segmenter, noise_image)
+
+
+class RiggedOutputs:
+    """Makes mask `best` of every box all-foreground and the others all-background, and gives `best`
+    the highest predicted IoU, so the returned masks show which of the three was picked."""
+
+    def __init__(self, module: Any, best: int) -> None:
+        self.module, self.best, self.original = module, best, module.forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.original(*args, **kwargs)
+        out.pred_masks.fill_(-10.0)
+        out.pred_masks[:, :, self.best] = 10.0
+        out.iou_scores.fill_(0.1)
+        out.iou_scores[:, :, self.best] = 0.9
+        return out
+
+    def __enter__(self) -> RiggedOutputs:
+        self.module.forward = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.module.forward
+
+
+def _check_best_mask_is_used(segmenter: BoxSegmenter, image: Image.Image) -> None:
+    box = (10.0, 10.0, 50.0, 70.0)
+    for best in (1, 2):
+        with RiggedOutputs(segmenter.model, best):
+            (mask,) = segmenter.segment(image, [box])
+        assert mask[15:65, 15:45].all()  # the all-foreground mask (clipped to its box) was chosen
+        assert not mask[80:, :].any() and not mask[:, 60:].any()
+
+
+def test_sam_returns_the_mask_with_the_best_predicted_iou(
+    sam_segmenter: BoxSegmenter, noise_image: Image.Image
+) -> None:
+    _check_best_mask_is_used(sam_segmenter, noise_image)
+
+
+def test_sam2_returns_the_mask_with_the_best_predicted_iou(tiny_sam2_model: Any, noise_image: Image.Image) -> None:
+    _check_best_mask_is_used(BoxSegmenter(tiny_sam2_model), noise_image)
