@@ -137,17 +137,19 @@ class GraphEngine:
             on_step=on_step,
             cancel=cancel,
         )
-        for update in self.graph.stream(
+        final: ConversationState = values
+        for mode, chunk in self.graph.stream(
             run_input,
-            config,
+            config,  # type: ignore[arg-type]
             context=run_context,
-            stream_mode="updates",
-            durability="sync",  # type: ignore[arg-type]
+            stream_mode=["updates", "values"],
+            durability="sync",
         ):
-            if self.on_node is not None:
-                for node in update:
+            if mode == "values":
+                final = chunk  # type: ignore[assignment]
+            elif self.on_node is not None:
+                for node in chunk:  # type: ignore[union-attr]
                     self.on_node(node)
-        final: ConversationState = self.graph.get_state(config).values  # type: ignore[arg-type,assignment]
         return self._outcome(final, resumed=resumed)
 
     def _outcome(self, state: ConversationState, resumed: bool) -> TurnOutcome:

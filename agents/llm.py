@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from typing import Any, TypeVar
 
 import openai
@@ -49,8 +50,10 @@ class LLMCallError(AgentError):
     """The endpoint failed (after the client's retries), timed out or refused the request."""
 
 
+@cache
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in OpenAI's strict form: every property required, no extra keys, no defaults."""
+    """The model's JSON schema in OpenAI's strict form: every property required, no extra keys, no defaults.
+    Cached per model (building it costs milliseconds); treat the result as read-only."""
     schema = model.model_json_schema()
 
     def visit(node: Any) -> None:

@@ -110,3 +110,27 @@ def test_explicit_plan_turn_skips_the_agents(tmp_path: Path, fake_llm) -> None:
     assert outcome.plan == plan and outcome.info["planner"] == "explicit" and outcome.info["llm_calls"] == 0
     assert [s.name for s in outcome.subjects] == ["cat"] and outcome.subjects[0].reference_image_id
     assert [kind for kind, _ in session.events] == ["planned", "drawing"]
+
+
+def test_engine_protocol_steps_and_cancel(offline_engine) -> None:
+    import threading
+
+    from studio.protocols import DrawCancelled, TurnEngine
+
+    assert isinstance(offline_engine, TurnEngine)
+    session = Session(offline_engine)
+    steps: list[tuple[int, int]] = []
+    ctx = session.context("A robot waters a tree.")
+    outcome = offline_engine.run_turn(ctx, session.emit, on_step=lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 3), (2, 3), (3, 3)] and outcome.plan.subject_ids == ["1", "2"]
+
+    class CancellingDrawer:
+        def draw(self, job, on_step=None, cancel: threading.Event | None = None):
+            assert cancel is not None and cancel.is_set()
+            raise DrawCancelled("cancelled")
+
+    offline_engine.drawer = CancellingDrawer()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(DrawCancelled):
+        offline_engine.run_turn(session.context("A cat sleeps."), session.emit, cancel=cancel)
