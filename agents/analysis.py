@@ -20,7 +20,7 @@ def next_component_id(parent_id: str, taken: set[str]) -> str:
     return f"{parent_id}-{max(parts, default=0) + 1}"
 
 
-def check_analysis(analysis: SubjectAnalysis, memory: list[Subject]) -> None:
+def check_analysis(analysis: SubjectAnalysis, memory: list[Subject], max_subjects: int | None = None) -> None:
     """Raise ValueError naming every inconsistency of `analysis` with `memory`:
     known ids must exist, new ids must be the next free integers (components: next free "k-j" of an
     existing or new mother present in the turn), ids unique, updates and departures about known subjects."""
@@ -71,6 +71,8 @@ def check_analysis(analysis: SubjectAnalysis, memory: list[Subject]) -> None:
             errors.append(f"relation names subject {relation.subject_id!r} that is not shown in this turn")
         if relation.relation in PAIRWISE_RELATIONS and relation.other_id not in present:
             errors.append(f"relation {relation.relation!r} of {relation.subject_id!r} needs another shown subject")
+    if max_subjects is not None and len(analysis.subjects) > max_subjects:
+        errors.append(f"{len(analysis.subjects)} subjects in one picture; at most {max_subjects} can be drawn")
     if errors:
         raise ValueError("; ".join(errors))
 

@@ -94,6 +94,7 @@ class GraphEngine:
         images: ImageStore,
         checkpointer: BaseCheckpointSaver,
         max_revisions: int = 3,
+        max_subjects: int = 8,
         refresh: str = "first",
         close: Callable[[], None] | None = None,
         on_node: Callable[[str], None] | None = None,
@@ -102,7 +103,10 @@ class GraphEngine:
         self.drawer = drawer
         self.images = images
         self.checkpointer = checkpointer
-        self.max_revisions = max_revisions
+        # The offline layout is deterministic: asking it again would return the same boxes, so its turns
+        # draw at once (recording any issue and hit_revision_bound) instead of looping to the bound.
+        self.max_revisions = 0 if planner.kind == "offline" else max_revisions
+        self.max_subjects = max_subjects
         self.refresh = refresh
         self.on_node = on_node
         self._close = close
@@ -132,6 +136,7 @@ class GraphEngine:
             drawer=self.drawer,
             images=self.images,
             max_revisions=self.max_revisions,
+            max_subjects=self.max_subjects,
             refresh="better" if self.refresh == "better" else "first",
             emit=emit,
             on_step=on_step,
@@ -205,6 +210,7 @@ def build_engine(
         images=images,
         checkpointer=checkpointer,
         max_revisions=settings.llm.max_revisions,
+        max_subjects=settings.max_subjects,
         refresh=settings.vision.refresh,
         close=close,
     )

@@ -52,6 +52,7 @@ class RunContext:
     drawer: Drawer
     images: ImageStore
     max_revisions: int = 3
+    max_subjects: int = 8
     refresh: Literal["first", "better"] = "first"
     emit: EmitEvent = field(default=_ignore)
     on_step: StepCallback | None = None
@@ -78,9 +79,10 @@ def subject_manager(state: ConversationState, runtime: Runtime[RunContext]) -> C
         history=history,
         previous_ids=previous.subject_ids if previous else [],
         previous_background=previous.background if previous else "",
+        max_subjects=ctx.max_subjects,
     )
     analysis, calls = ctx.planner.analyze(request)
-    check_analysis(analysis, memory)
+    check_analysis(analysis, memory, ctx.max_subjects)
     if analysis.background is None and previous is not None:
         analysis = analysis.model_copy(update={"background": previous.background})
     pending = memory_before_draw(memory, analysis, state["turn_index"])

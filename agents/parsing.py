@@ -442,7 +442,7 @@ def analyze_message(request: SubjectRequest) -> SubjectAnalysis:
             for parent in m.owner.ids:
                 if parent not in turn.present:
                     turn.present.insert(0, parent)
-    turn.present = _cap(turn.present)
+    turn.present = _cap(turn.present, request.max_subjects)
     actions = _actions(tokens, mentions)
     by_id = {s.id: s for s in request.memory}
     subjects: list[SubjectMention] = []
@@ -506,8 +506,8 @@ def _updates(tokens: list[str], mentions: list[_Mention], turn: _Turn) -> list[A
     return updates
 
 
-def _cap(ids: list[str]) -> list[str]:
-    kept = ids[:MAX_SUBJECTS]
+def _cap(ids: list[str], limit: int = MAX_SUBJECTS) -> list[str]:
+    kept = ids[:limit]
     return [sid for sid in kept if "-" not in sid or sid.split("-")[0] in kept]
 
 

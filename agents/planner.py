@@ -23,6 +23,7 @@ class SubjectRequest(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     previous_ids: list[str] = Field(default_factory=list, description="subjects of the previous turn's picture")
     previous_background: str = ""
+    max_subjects: int = 8
 
 
 class LayoutDraft(BaseModel):

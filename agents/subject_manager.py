@@ -37,7 +37,7 @@ class LLMSubjectManager:
 
     def analyze(self, request: SubjectRequest) -> tuple[SubjectAnalysis, list[CallRecord]]:
         def validated(reply: SubjectAnalysis) -> SubjectAnalysis:
-            check_analysis(reply, request.memory)
+            check_analysis(reply, request.memory, request.max_subjects)
             return reply
 
         messages = self.prompt.messages(subject_payload(request))

@@ -130,3 +130,11 @@ def test_prompts_load_with_versions(tmp_path) -> None:
     (tmp_path / "broken" / "system.md").write_text("no version line\n")
     with pytest.raises(PromptError, match="version"):
         load_prompt("broken", tmp_path)
+
+
+def test_subject_limit_is_enforced() -> None:
+    many = [mention(str(n), "new") for n in range(4, 13)]
+    with pytest.raises(ValueError, match="at most 8 can be drawn"):
+        check_analysis(analysis_of(*many), MEMORY, max_subjects=8)
+    crowd = read("Nine cats: a cat, a dog, a fox, an owl, a frog, a duck, a bear, a pig and a cow.", memory=[])
+    assert len(crowd.subjects) == 8
