@@ -193,3 +193,51 @@ def tiny_sam2(seed: int = 0) -> Any:
     )
     with _seeded(seed):
         return Sam2Model(config).eval()
+
+
+def _byte_level_alphabet() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the bytes 0-255."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = (b for b in range(256) if b not in printable)
+    stand_ins = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(extra)}
+    return [stand_ins[b] for b in range(256)]
+
+
+def tiny_owlv2(seed: int = 0) -> tuple[Any, Any]:
+    """(Owlv2ForObjectDetection, Owlv2Processor) with a byte-level CLIP tokenizer (no merges) and 64-pixel
+    images: exercises the per-query detector path."""
+    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
+
+    alphabet = _byte_level_alphabet()
+    tokens = [*alphabet, *(f"{c}</w>" for c in alphabet), "<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    max_length = 64
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    config = Owlv2Config(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": max_length,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"],
+            "pad_token_id": vocab["<|endoftext|>"],
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=32,
+    )
+    with _seeded(seed):
+        model = Owlv2ForObjectDetection(config).eval()
+    processor = Owlv2Processor(
+        image_processor=Owlv2ImageProcessorPil(size={"height": 64, "width": 64}), tokenizer=tokenizer
+    )
+    return model, processor

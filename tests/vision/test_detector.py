@@ -4,10 +4,12 @@ from the logits."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 from tests.vision.conftest import CallCounter
 from vision.detector import GroundingDetector, detections_from_token_probs, label_token_spans
+from vision.tiny import tiny_owlv2
 
 
 def test_label_spans_are_found_left_to_right() -> None:
@@ -52,3 +54,33 @@ def test_thresholds_filter_detections(open_detector: GroundingDetector, noise_im
     strict = GroundingDetector(open_detector.model, open_detector.processor, box_threshold=1.0, text_threshold=1.0)
     assert strict.detect(noise_image, ["girl"]) == []
     assert open_detector.detect(noise_image, []) == []
+
+
+def test_owlv2_takes_the_per_query_path_in_one_pass() -> None:
+    model, processor = tiny_owlv2(seed=0)
+    detector = GroundingDetector(model, processor, box_threshold=0.0)
+    assert detector.per_query
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    with CallCounter(model) as spy:
+        detections = detector.detect(image, ["girl", "dog", "Girl"])
+    assert len(spy.calls) == 1 and spy.calls[0]["input_ids"].shape[0] == 2  # one query per distinct name
+    assert detections and {d.label for d in detections} <= {"girl", "dog"}
+
+
+def test_owlv2_boxes_are_scaled_by_its_padded_square() -> None:
+    model, processor = tiny_owlv2(seed=0)
+    detector = GroundingDetector(model, processor, box_threshold=0.0)
+    original = model.forward
+
+    def rigged(*args: object, **kwargs: object) -> object:
+        out = original(*args, **kwargs)
+        out.pred_boxes[:] = torch.tensor([0.25, 0.25, 0.5, 0.5])  # the top-left quarter of the padded square
+        return out
+
+    model.forward = rigged
+    try:
+        detections = detector.detect(Image.new("RGB", (80, 48)), ["girl"])
+    finally:
+        del model.forward
+    # 80×48 is padded to 80×80 at the bottom: the box is 40×40 pixels, not 40×24
+    assert detections and all(d.box.to_xyxy() == (0.0, 0.0, 40.0, 40.0) for d in detections)
