@@ -77,8 +77,9 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def tiny_grounding_dino(seed: int = 0) -> tuple[Any, Any]:
-    """(GroundingDinoForObjectDetection, GroundingDinoProcessor): Swin backbone + BERT text tower, ~0.1 s."""
+def tiny_grounding_dino(seed: int = 0, mm: bool = False) -> tuple[Any, Any]:
+    """(GroundingDinoForObjectDetection, GroundingDinoProcessor): Swin backbone + BERT text tower, ~0.1 s.
+    With `mm=True` the model is MMGroundingDinoForObjectDetection (same processor and outputs)."""
     from transformers import (
         BertConfig,
         BertTokenizer,
@@ -86,11 +87,18 @@ def tiny_grounding_dino(seed: int = 0) -> tuple[Any, Any]:
         GroundingDinoForObjectDetection,
         GroundingDinoImageProcessorPil,
         GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
         SwinConfig,
     )
 
     vocab = tiny_vocab()
-    config = GroundingDinoConfig(
+    config_class, model_class = (
+        (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
+        if mm
+        else (GroundingDinoConfig, GroundingDinoForObjectDetection)
+    )
+    config = config_class(
         backbone_config=SwinConfig(
             embed_dim=16,
             depths=[1, 1, 1, 1],
@@ -112,7 +120,7 @@ def tiny_grounding_dino(seed: int = 0) -> tuple[Any, Any]:
         num_feature_levels=4,
     )
     with _seeded(seed):
-        model = GroundingDinoForObjectDetection(config).eval()
+        model = model_class(config).eval()
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessorPil(size={"shortest_edge": 256, "longest_edge": 416}),
         tokenizer=BertTokenizer(vocab=vocab, do_lower_case=True),

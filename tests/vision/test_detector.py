@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.vision.conftest import CallCounter
 from vision.detector import GroundingDetector, detections_from_token_probs, label_token_spans
-from vision.tiny import tiny_owlv2
+from vision.tiny import tiny_grounding_dino, tiny_owlv2
 
 
 def test_label_spans_are_found_left_to_right() -> None:
@@ -84,3 +84,15 @@ def test_owlv2_boxes_are_scaled_by_its_padded_square() -> None:
         del model.forward
     # 80×48 is padded to 80×80 at the bottom: the box is 40×40 pixels, not 40×24
     assert detections and all(d.box.to_xyxy() == (0.0, 0.0, 40.0, 40.0) for d in detections)
+
+
+def test_mm_grounding_dino_uses_the_same_token_path() -> None:
+    model, processor = tiny_grounding_dino(seed=0, mm=True)
+    assert model.config.model_type == "mm-grounding-dino"
+    detector = GroundingDetector(model, processor, box_threshold=0.0, text_threshold=0.0)
+    assert not detector.per_query
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    with CallCounter(model) as spy:
+        detections = detector.detect(image, ["girl", "boy"])
+    assert len(spy.calls) == 1
+    assert detections and {d.label for d in detections} <= {"girl", "boy"}
