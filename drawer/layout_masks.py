@@ -110,4 +110,4 @@ def layout_weights(
     text = torch.cat([global_row[None], background[None], f0 * share])
     ref = torch.tensor(has_reference, dtype=torch.float64).reshape(n, 1, 1)
     image = img_scale * share * ref
-    return LayoutWeights(text=text.reshape(n + 2, -1), image=image.reshape(n, -1))
+    return LayoutWeights(text=text.reshape(n + 2, grid.tokens), image=image.reshape(n, grid.tokens))

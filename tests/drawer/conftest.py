@@ -47,3 +47,14 @@ def two_subject_plan(height: int = 64, width: int = 96) -> TurnPlan:
             PlanItem(subject_id="2", phrase="a brown dog", box=Box(x=56, y=16, w=32, h=40)),
         ],
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_torch_thread() -> object:
+    """Tiny models are dominated by threading overhead (and CI shares 2 cores): one thread is faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
+from PIL import Image
+
+import drawer.parallel_attention as pa
+from drawer import Drawer
+from drawer.layout_masks import attention_grids
+from drawer.parallel_attention import (
+    ParallelCrossAttnProcessor,
+    RegionalContext,
+    RegionImage,
+    SelfAttnProcessor,
+    build_regional_context,
+)
+from drawer.render import RefineSwitch
+from drawer.tiny import build_tiny_sd15
+from studio.draw import DrawJob
+from studio.geometry import Box
+from studio.plan import PlanItem, TurnPlan
+from tests.drawer.conftest import fast_settings
+
+H, W = 64, 96
+BOX_A = Box(x=0, y=0, w=40, h=64)
+BOX_B = Box(x=48, y=16, w=40, h=32)
+
+
+@pytest.fixture(scope="module")
+def attn(tiny_drawer: Drawer) -> Attention:
+    return tiny_drawer.pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+
+
+@pytest.fixture(scope="module")
+def inputs(attn: Attention) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    grid = attention_grids(H, W, 2, 2)[0]
+    hidden = attn.to_q.in_features
+    cross = attn.to_k.in_features
+    return {
+        "hidden": torch.randn(2, grid.tokens, hidden, generator=gen),
+        "text": torch.randn(2, 77, cross, generator=gen),
+        "region": torch.randn(3, 77, cross, generator=gen),
+        "ip": torch.randn(2, 2, 4, cross, generator=gen),
+    }
+
+
+def context(
+    region: torch.Tensor,
+    refs: list[int | None],
+    img_scale: float = 0.7,
+    boxes: tuple[Box, ...] = (BOX_A, BOX_B),
+) -> RegionalContext:
+    image = RegionImage(
+        boxes=list(boxes), background_row=0, subject_rows=list(range(1, len(boxes) + 1)), reference_index=refs
+    )
+    return build_regional_context(
+        [image],
+        region,
+        height=H,
+        width=W,
+        grids=attention_grids(H, W, 2, 2),
+        fuse_scale=(1.2, 0.0),
+        global_weight=0.3,
+        img_scale=img_scale,
+        guided=True,
+        num_references=2,
+    )
+
+
+def run(attn: Attention, inputs: dict[str, torch.Tensor], ctx: RegionalContext | None, **changes) -> torch.Tensor:
+    values = {**inputs, **changes}
+    with torch.no_grad():
+        return attn(values["hidden"], encoder_hidden_states=(values["text"], [values["ip"]]), layout=ctx)
+
+
+def weight_map(ctx: RegionalContext, table: str, row: int) -> torch.Tensor:
+    weights = getattr(ctx, f"{table}_weights")
+    return next(iter(weights.values()))[row, :, 0]
+
+
+def test_processors_installed_on_every_cross_attention(tiny_drawer: Drawer) -> None:
+    processors = tiny_drawer.pipe.unet.attn_processors
+    assert processors
+    for name, proc in processors.items():
+        expected = ParallelCrossAttnProcessor if name.endswith("attn2.processor") else SelfAttnProcessor
+        assert isinstance(proc, expected), name
+        if expected is ParallelCrossAttnProcessor:
+            assert proc.has_ip, "the IP-Adapter projections are reused"
+
+
+def test_changing_subject_b_phrase_changes_only_b_region(attn: Attention, inputs: dict) -> None:
+    ctx = context(inputs["region"], [0, 1])
+    base = run(attn, inputs, ctx)
+    region = inputs["region"].clone()
+    region[2] += 1.0  # subject B's phrase row
+    changed = run(attn, inputs, context(region, [0, 1]))
+    diff = (changed - base).abs().amax(-1)
+    assert torch.equal(diff[0], torch.zeros_like(diff[0])), "the unconditional half never sees region prompts"
+    b_weight = next(iter(context(region, [0, 1]).text_weights.values()))
+    b_rows = (ctx.text_source == 2 + 2).nonzero().flatten()  # region row 2 sits after the 2 pipeline rows
+    assert len(b_rows) == 1
+    inside = b_weight[b_rows[0], :, 0] != 0
+    assert diff[1][~inside].max() == 0
+    assert diff[1][inside].min() > 0
+
+
+def test_changing_subject_b_reference_changes_only_b_region(attn: Attention, inputs: dict) -> None:
+    ctx = context(inputs["region"], [0, 1])
+    base = run(attn, inputs, ctx)
+    ip = inputs["ip"].clone()
+    ip[:, 1] += 1.0  # subject B's reference tokens, both halves
+    diff = (run(attn, inputs, ctx, ip=ip) - base).abs().amax(-1)
+    b_rows = (ctx.image_source % 2 == 1).nonzero().flatten()
+    inside = weight_map(ctx, "image", int(b_rows[0])) != 0
+    for half in (0, 1):
+        assert diff[half][~inside].max() == 0
+        assert diff[half][inside].min() > 0
+
+
+def test_subject_without_reference_has_no_image_output(attn: Attention, inputs: dict) -> None:
+    ctx = context(inputs["region"], [None, 1])
+    assert int(ctx.image_query.numel()) == 2, "one image row per half, for B only"
+    base = run(attn, inputs, ctx)
+    ip = inputs["ip"].clone()
+    ip[:, 0] += 5.0  # the slot A would use: never read
+    assert torch.equal(run(attn, inputs, ctx, ip=ip), base)
+    # unconditional half inside A only (B's weight zero there): plain negative-prompt attention, no IP (§6.9)
+    with torch.no_grad():
+        plain = AttnProcessor2_0()(attn, inputs["hidden"], inputs["text"])
+    grid = attention_grids(H, W, 2, 2)[0]
+    ys, xs = torch.meshgrid(torch.arange(grid.height), torch.arange(grid.width), indexing="ij")
+    only_a = ((xs * 2 < 40) & (ys * 2 < 64)).flatten()
+    torch.testing.assert_close(base[0][only_a], plain[0][only_a], rtol=1e-5, atol=1e-5)
+
+
+def test_img_scale_zero_removes_image_branch_exactly(attn: Attention, inputs: dict) -> None:
+    no_refs = run(attn, inputs, context(inputs["region"], [None, None]))
+    zero_scale = context(inputs["region"], [0, 1], img_scale=0.0)
+    assert int(zero_scale.image_query.numel()) == 0
+    assert torch.equal(run(attn, inputs, zero_scale), no_refs)
+    assert not torch.equal(run(attn, inputs, context(inputs["region"], [0, 1])), no_refs)
+
+
+def test_projections_once_and_one_batched_sdpa_per_branch(
+    attn: Attention, inputs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"q": 0, "out": 0, "sdpa": 0}
+    hooks = [
+        attn.to_q.register_forward_hook(lambda *_: calls.__setitem__("q", calls["q"] + 1)),
+        attn.to_out[0].register_forward_hook(lambda *_: calls.__setitem__("out", calls["out"] + 1)),
+    ]
+    real = pa.F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls["sdpa"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pa.F, "scaled_dot_product_attention", counting)
+    try:
+        four = (BOX_A, BOX_B, Box(x=10, y=10, w=20, h=20), Box(x=60, y=0, w=30, h=30))
+        region = torch.cat([inputs["region"], inputs["region"][1:]])
+        run(attn, inputs, context(region, [0, 1, 0, 1], boxes=four))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == {"q": 1, "out": 1, "sdpa": 2}
+
+
+def test_without_layout_equals_diffusers_ip_adapter_processor(attn: Attention, inputs: dict) -> None:
+    proc = attn.processor
+    stock = IPAdapterAttnProcessor2_0(proc.hidden_size, proc.cross_attention_dim, proc.num_tokens, proc.scale)
+    stock.load_state_dict(proc.state_dict())
+    ip = inputs["ip"][:, 0]
+    with torch.no_grad():
+        ours = attn(inputs["hidden"], encoder_hidden_states=(inputs["text"], [ip]))
+        theirs = stock(attn, inputs["hidden"], (inputs["text"], [ip]))
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_refine_switch_turns_into_plain_global_attention(attn: Attention, inputs: dict) -> None:
+    ctx = context(inputs["region"], [0, 1])
+    switch = RefineSwitch(ctx, refine_step=3)
+    switch(1)
+    assert ctx.active
+    regional = run(attn, inputs, ctx)
+    switch(2)
+    assert not ctx.active
+    with torch.no_grad():
+        plain = AttnProcessor2_0()(attn, inputs["hidden"], inputs["text"])
+    torch.testing.assert_close(run(attn, inputs, ctx), plain)
+    assert not torch.allclose(regional, plain)
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data))).astype(np.int16)
+
+
+@pytest.mark.parametrize("mode", ["no-subjects", "one-subject-covering"])
+def test_single_region_equals_stock_pipeline(tiny_drawer: Drawer, mode: str) -> None:
+    settings = fast_settings(seed=5, subject_init=False, refine_step=None)
+    if mode == "no-subjects":
+        plan = TurnPlan(height=H, width=W, background="a quiet lake", negative="blurry")
+        prompt = plan.background
+    else:
+        item = PlanItem(subject_id="1", phrase="a red fox", box=Box(x=0, y=0, w=W, h=H))
+        plan = TurnPlan(height=H, width=W, background="a quiet lake", negative="blurry", items=[item])
+        settings = settings.model_copy(update={"fuse_scale": (1.0, 0.0), "global_weight": 0.0})
+        prompt = "a red fox"
+    ours = _pixels(tiny_drawer.draw(DrawJob(plan=plan, settings=settings)).image)
+    stock = build_tiny_sd15(with_ip_adapter=False)
+    noise = torch.randn((1, 4, H // 2, W // 2), generator=torch.Generator().manual_seed(5))
+    image = stock(
+        prompt=prompt,
+        negative_prompt="blurry",
+        height=H,
+        width=W,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        latents=noise,
+    ).images[0]
+    theirs = np.asarray(image).astype(np.int16)
+    assert np.abs(ours - theirs).max() <= 1
