@@ -57,10 +57,18 @@ class FakeDrawer:
 
 
 class ScriptedLocator:
-    """Answers `locate` from a script: {name: [box_xyxy, score]} per call, the same for every image."""
+    """Answers `locate` from a script, the same for every image: {name: (box_xyxy, score)}, or, with `default`,
+    that hit for every name not in `missing`."""
 
-    def __init__(self, found: dict[str, tuple[tuple[float, float, float, float], float]]) -> None:
-        self.found = found
+    def __init__(
+        self,
+        found: dict[str, tuple[tuple[float, float, float, float], float]] | None = None,
+        default: tuple[tuple[float, float, float, float], float] | None = None,
+        missing: frozenset[str] = frozenset(),
+    ) -> None:
+        self.found = found or {}
+        self.default = default
+        self.missing = missing
         self.calls: list[list[LocateTarget]] = []
 
     def locate(self, image: Image.Image, targets: list[LocateTarget]) -> dict[str, SubjectCrop]:
@@ -69,7 +77,7 @@ class ScriptedLocator:
         self.calls.append(targets)
         out = {}
         for target in targets:
-            hit = self.found.get(target.name)
+            hit = None if target.name in self.missing else self.found.get(target.name, self.default)
             if hit is None:
                 out[target.subject_id] = SubjectCrop(subject_id=target.subject_id, found=False, reason="not detected")
             else:
@@ -78,3 +86,30 @@ class ScriptedLocator:
                     subject_id=target.subject_id, found=True, box=Box.from_xyxy(*box), score=score
                 )
         return out
+
+
+class FakeDetection:
+    def __init__(self, label: str, box: tuple[float, float, float, float], score: float) -> None:
+        from studio.geometry import Box
+
+        self.label, self.box, self.score = label, Box.from_xyxy(*box), score
+
+
+class ScriptedDetector:
+    """`detect(image, names)`: every scripted hit of each name, whatever the threshold (the pool filters)."""
+
+    def __init__(self, hits: dict[str, list[tuple[tuple[float, float, float, float], float]]]) -> None:
+        self.hits = hits
+        self.asked: list[str] = []
+
+    def detect(self, image: Image.Image, names: list[str]) -> list[FakeDetection]:
+        self.asked.extend(names)
+        return [FakeDetection(n, box, score) for n in names for box, score in self.hits.get(n, [])]
+
+
+class DetectingLocator(ScriptedLocator):
+    """A locator that also offers `detector.detect`, like vision's GroundedSamLocator."""
+
+    def __init__(self, detector: ScriptedDetector) -> None:
+        super().__init__()
+        self.detector = detector

@@ -1,0 +1,158 @@
+"""`studio bench …`: the typer sub-app for the CMIGBench runner and scorer (mounted by studio/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from evaluation.records import Task
+
+bench_app = typer.Typer(
+    help="CMIGBench: draw a benchmark file resumably, then score the pictures.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+
+@bench_app.command("cmigbench")
+def cmigbench(
+    data: Annotated[Path, typer.Option(help="CMIGBench-form JSON (story.json, editing.json, a prompt book)")],
+    out: Annotated[Path, typer.Option(help="output folder; an existing run there is resumed")],
+    task: Annotated[str, typer.Option(help="story or editing (decides the scoring)")] = "story",
+    preset: Annotated[str | None, typer.Option(help="model preset (default: the settings' default_preset)")] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 30,
+    guidance_scale: Annotated[float, typer.Option()] = 7.5,
+    subject_init: Annotated[bool, typer.Option(help="subject-initialized generation")] = True,
+    canvas: Annotated[int, typer.Option(help="canvas side for 512-box-space files; 1024 = official run")] = 512,
+    max_side: Annotated[int | None, typer.Option(help="shrink larger canvases to this side (quick runs)")] = None,
+    seed: Annotated[int, typer.Option(help="base seed; each turn's seed hashes it with dialogue and turn")] = 0,
+    shard: Annotated[str, typer.Option(help="i/n: draw only the i-th of n round-robin shards of dialogues")] = "1/1",
+    limit_dialogues: Annotated[int | None, typer.Option(min=1)] = None,
+    limit_turns: Annotated[int | None, typer.Option(min=1)] = None,
+    dialogue: Annotated[list[str] | None, typer.Option(help="only this dialogue (repeatable)")] = None,
+    through_agents: Annotated[
+        bool, typer.Option(help="send captions to the agents instead of the file's plans")
+    ] = False,
+    official_quirks: Annotated[bool, typer.Option(help="resume like the original: memory not rebuilt")] = False,
+    keep_going: Annotated[bool, typer.Option(help="record a failing dialogue and continue")] = False,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Draw every dialogue of DATA into OUT/<dialogue>/turn<k>.png, resuming whatever is already there."""
+    from evaluation.runner import RunOptions, run_benchmark
+    from evaluation.seeds import parse_shard
+    from studio.draw import DrawSettings
+    from studio.settings import get_settings
+    from studio.storage.images import FileImageStore
+
+    if task not in ("story", "editing"):
+        raise typer.BadParameter("task must be story or editing")
+    try:
+        shard_pair = parse_shard(shard)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    settings = get_settings()
+    preset_name = preset or settings.default_preset
+    draw_settings = DrawSettings(
+        preset=preset_name,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        subject_init=subject_init,
+    )
+    options = RunOptions(
+        task=_task(task),
+        canvas=canvas,
+        max_side=max_side,
+        base_seed=seed,
+        shard=shard_pair,
+        limit_dialogues=limit_dialogues,
+        limit_turns=limit_turns,
+        dialogues=dialogue or None,
+        refresh=settings.vision.refresh,
+        official_quirks=official_quirks,
+        keep_going=keep_going,
+        preset=preset_name,
+        progress=progress,
+    )
+    from drawer import load_drawer
+    from vision import load_locator
+
+    locator = load_locator(settings.vision)
+    drawer = load_drawer(settings.preset(preset_name), locator=locator, max_subjects=settings.max_subjects)
+    images = FileImageStore(out / ".images")
+    engine = None
+    if through_agents:
+        from agents import build_engine
+
+        engine = build_engine(settings.model_copy(update={"data_dir": out}), drawer, images)
+    summary = run_benchmark(
+        data,
+        out,
+        drawer=None if engine is not None else drawer,
+        engine=engine,
+        settings=draw_settings,
+        options=options,
+        images=images,
+    )
+    console.print(
+        f"{len(summary.dialogues)} dialogues: {summary.turns_drawn} turns drawn, "
+        f"{summary.turns_skipped} already done, {len(summary.errors)} failed → {out}"
+    )
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+@bench_app.command("score")
+def score(
+    runs: Annotated[list[Path], typer.Argument(help="run folders (one table row each)")],
+    task: Annotated[str | None, typer.Option(help="story or editing (default: from the run's run.json)")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="row name per run folder (default: folder name)")] = None,
+    clip: Annotated[str, typer.Option(help="CLIP hub id or folder, or 'tiny'")] = "openai/clip-vit-base-patch32",
+    detector: Annotated[str | None, typer.Option(help="detector hub id / folder / 'tiny' (default: settings)")] = None,
+    segmenter: Annotated[
+        str | None, typer.Option(help="segmenter hub id / folder / 'tiny' (default: settings)")
+    ] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    official_quirks: Annotated[bool, typer.Option(help="score exactly as the original evaluators")] = False,
+    out: Annotated[Path | None, typer.Option(help="where to write scores-<task>.json/.md (default: first run)")] = None,
+) -> None:
+    """Score run folders: aCCS / aFID / aTIS (story) or the four accuracies (editing); JSON + Markdown table."""
+    from evaluation.metrics.clip import ClipScorer
+    from evaluation.metrics.detection import LocatorPool, vision_factory
+    from evaluation.results import ScoreSettings
+    from evaluation.scoring import Scorer, read_task, score_run, write_scores
+    from studio.settings import get_settings
+
+    if method and len(method) != len(runs):
+        raise typer.BadParameter("give one --method per run folder")
+    vision = get_settings().vision
+    detector, segmenter = detector or vision.detector, segmenter or vision.segmenter
+    settings = ScoreSettings(
+        clip=clip,
+        detector=detector,
+        segmenter=segmenter,
+        official_quirks=official_quirks,
+        fid_features=f"CLIP image features ({clip}), not Inception-v3",
+    )
+    scorer = Scorer(
+        clip=ClipScorer.load(clip, device=device),
+        locators=LocatorPool(vision_factory(detector, segmenter, device)),
+        settings=settings,
+    )
+    tasks = {task or read_task(run) for run in runs}
+    if len(tasks) != 1 or None in tasks:
+        raise typer.BadParameter("the runs must share one task; pass --task when a folder has no run.json")
+    chosen = _task(str(tasks.pop()))
+    scores = [score_run(run, scorer, task=chosen, method=(method[i] if method else None)) for i, run in enumerate(runs)]
+    json_path, md_path = write_scores(scores, out or runs[0])
+    console.print(md_path.read_text())
+    console.print(f"wrote {json_path} and {md_path}")
+
+
+def _task(value: str) -> Task:
+    if value == "story":
+        return "story"
+    if value == "editing":
+        return "editing"
+    raise typer.BadParameter("task must be story or editing")
