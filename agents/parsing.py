@@ -338,6 +338,10 @@ def _attach_accessories(tokens: list[str], mentions: list[_Mention]) -> None:
             m.owner = owner
 
 
+OBJECT_PRONOUNS = words("him her them its their his themselves himself herself")
+TRAILING = words("and the a an with while as when where but or to of at")
+
+
 def _action(tokens: list[str], start: int, stop: int) -> str:
     words = []
     for tok in tokens[start:stop]:
@@ -346,7 +350,7 @@ def _action(tokens: list[str], start: int, stop: int) -> str:
         if not words and tok in ACTION_SKIP:
             continue
         words.append(tok)
-    while words and words[-1] in {"and", "the", "a", "an", "with"}:
+    while words and words[-1] in TRAILING:
         words.pop()
     return " ".join(words[:8])
 
@@ -513,10 +517,10 @@ def _cap(ids: list[str], limit: int = MAX_SUBJECTS) -> list[str]:
 
 def _actions(tokens: list[str], mentions: list[_Mention]) -> dict[str, str]:
     actions: dict[str, str] = {}
-    nouns = [m for m in mentions if m.ids and m.owner is None]
+    nouns = [m for m in mentions if m.ids and m.owner is None and m.pronoun not in OBJECT_PRONOUNS]
     group: list[_Mention] = []
     for m in nouns:
-        starts = sorted(o.phrase_start for o in mentions if o.owner is not m)
+        starts = sorted(o.phrase_start for o in mentions if o.owner is not m and not o.pronoun)
         stop = next((k for k in starts if k >= m.end), len(tokens))
         text = _action(tokens, m.end, stop)
         group.append(m)
