@@ -31,7 +31,8 @@ def test_latent_blend_touches_only_masked_latents_and_only_first_k_steps() -> No
     target = torch.randn(1, 4, 8, 12, generator=gen)
     mask = torch.zeros(1, 1, 8, 12)
     mask[..., 2:6, 3:9] = 1
-    blend = LatentBlend(scheduler, target, mask, torch.randn(1, 4, 8, 12, generator=gen), 0.8, until_step=3, total_steps=6)
+    noise = torch.randn(1, 4, 8, 12, generator=gen)
+    blend = LatentBlend(scheduler, target, mask, noise, 0.8, until_step=3, total_steps=6)
     for step in range(6):
         latents = torch.randn(1, 4, 8, 12, generator=gen)
         out = blend(step, latents)
