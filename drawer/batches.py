@@ -27,6 +27,7 @@ def main_batch(
     reference_index: dict[str, int],
     latents: torch.Tensor,
     hooks: list[LatentHook],
+    seed: int = 0,
 ) -> RenderBatch:
     """One image: rows [global, background, subject phrases…] encoded in one call."""
     prompts = [plan.global_prompt(), plan.background, *(item.phrase for item in plan.items)]
@@ -52,6 +53,7 @@ def main_batch(
         img_scale=settings.img_scale,
         refine_step=settings.refine_step,
         hooks=hooks,
+        seed=seed,
     )
 
 
@@ -63,6 +65,7 @@ def prerender_inputs(
     reference_index: dict[str, int],
     noise: torch.Tensor,
     only: set[str] | None = None,
+    seed: int = 0,
 ) -> PrerenderInputs | None:
     """One image per subject group (a mother and its components): the same background, the group's boxes
     rescaled to fill the canvas, each member's reference as its IP conditioning; no refine switch."""
@@ -101,5 +104,6 @@ def prerender_inputs(
         global_weight=settings.global_weight,
         img_scale=settings.img_scale,
         refine_step=None,
+        seed=seed,
     )
     return PrerenderInputs(groups=groups, batch=batch)

@@ -17,6 +17,7 @@ from drawer.conditioning import encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
 from drawer.images import decode_image, png_bytes
 from drawer.latent_blend import LatentBlend
+from drawer.loading import load_pipeline, make_scheduler
 from drawer.parallel_attention import install_parallel_attention
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
@@ -71,6 +72,8 @@ class Drawer:
         self.max_subjects = max_subjects
         self._lock = threading.Lock()
         install_parallel_attention(pipe.unet)
+        self._scheduler_config = dict(pipe.scheduler.config)
+        self._schedulers: dict[str, object] = {"default": pipe.scheduler}
 
     @property
     def vae_scale_factor(self) -> int:
@@ -107,6 +110,7 @@ class Drawer:
         progress.check_cancel()
 
         pipe = self.pipe
+        self._use_scheduler(settings.scheduler)
         noise = self._noise(plan, seed)
         blend_noise = self._noise(plan, seed + 1 if seed < 2**63 - 1 else 0)
         with timer.stage("encode"):
@@ -115,7 +119,7 @@ class Drawer:
         hooks: list[LatentBlend] = []
         if prerender:
             with timer.stage("prerender"):
-                inputs = prerender_inputs(pipe, plan, settings, embeds, _index(ref_ids), noise, only)
+                inputs = prerender_inputs(pipe, plan, settings, embeds, _index(ref_ids), noise, only, seed)
                 assert inputs is not None
                 init = prerender_and_collage(pipe, inputs, plan, settings, self.locator, blend_noise, progress)
             if init.blend is not None:
@@ -133,7 +137,7 @@ class Drawer:
             hooks.extend(edit_hooks)
         with timer.stage("denoise"):
             latents = self._start_latents(noise, hooks, settings.steps)
-            batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks))
+            batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
             image = render(pipe, batch, progress)[0]
         if regenerate is not None and previous is not None:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
@@ -147,6 +151,11 @@ class Drawer:
             crops=crops,
             timings=timer.timings,
         )
+
+    def _use_scheduler(self, name: str) -> None:
+        if name not in self._schedulers:
+            self._schedulers[name] = make_scheduler(name, self._scheduler_config)
+        self.pipe.scheduler = self._schedulers[name]
 
     @property
     def uses_references(self) -> bool:
@@ -191,6 +200,4 @@ def _index(ids: list[str]) -> dict[str, int]:
 
 def load_drawer(preset: ModelPreset, locator: SubjectLocator | None = None, max_subjects: int = 8) -> Drawer:
     """Load the preset's models and return a ready Drawer (implements `studio.protocols.Drawer`)."""
-    from drawer.loading import load_pipeline
-
     return Drawer(load_pipeline(preset), preset, locator=locator, max_subjects=max_subjects)

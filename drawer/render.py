@@ -32,6 +32,8 @@ class RenderBatch:
     img_scale: float
     refine_step: int | None
     hooks: list[LatentHook] = field(default_factory=list)
+    seed: int = 0
+    """Seeds the sampler's own noise (ancestral schedulers); the initial latents are given explicitly."""
 
 
 def regional_context(pipe: DiffusionPipeline, batch: RenderBatch) -> RegionalContext:
@@ -81,6 +83,7 @@ def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> l
         num_inference_steps=batch.steps,
         guidance_scale=batch.guidance_scale,
         latents=batch.latents,
+        generator=torch.Generator(device="cpu").manual_seed(batch.seed),
         cross_attention_kwargs={"layout": context},
         callback_on_step_end=callback,
         callback_on_step_end_tensor_inputs=["latents"],

@@ -112,9 +112,18 @@ def make_collage(
 def vae_encode(pipe: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
     """Deterministic latents (the posterior mode) of an image, scaled as the UNet expects them."""
     vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=vae.dtype)
-    latents = vae.encode(pixels).latent_dist.mode()
-    return latents * vae.config.scaling_factor
+    # A VAE that overflows in float16 (SDXL's original one) is run in float32, as the pipelines do for decoding.
+    upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    dtype = torch.float32 if upcast else vae.dtype
+    pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=dtype)
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        latents = vae.encode(pixels).latent_dist.mode()
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+    return (latents * vae.config.scaling_factor).to(pipe.unet.dtype)
 
 
 @dataclass
