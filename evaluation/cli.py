@@ -86,15 +86,20 @@ def cmigbench(
         from agents import build_engine
 
         engine = build_engine(settings.model_copy(update={"data_dir": out}), drawer, images)
-    summary = run_benchmark(
-        data,
-        out,
-        drawer=None if engine is not None else drawer,
-        engine=engine,
-        settings=draw_settings,
-        options=options,
-        images=images,
-    )
+    try:
+        summary = run_benchmark(
+            data,
+            out,
+            drawer=None if engine is not None else drawer,
+            engine=engine,
+            settings=draw_settings,
+            options=options,
+            images=images,
+        )
+    finally:
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
     console.print(
         f"{len(summary.dialogues)} dialogues: {summary.turns_drawn} turns drawn, "
         f"{summary.turns_skipped} already done, {len(summary.errors)} failed → {out}"
