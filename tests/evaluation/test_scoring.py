@@ -163,3 +163,29 @@ def test_editing_checks_fail(tmp_path: Path, clip: ClipScorer) -> None:
     assert (result.spatial, result.attribute, result.negative, result.numeracy) == (0.0, 0.0, 0.0, 0.0)
     table = write_scores([result], tmp_path)[1].read_text()
     assert table.splitlines()[0].startswith("| Method | Spatial ↑ | Attribute ↑ | Negative ↑ | Numeracy ↑")
+
+
+def test_story_crops_are_padded_to_squares_unless_quirks() -> None:
+    from evaluation.scoring import crop_box
+    from studio.geometry import Box
+
+    image = Image.linear_gradient("L").convert("RGB")
+    tall = Box(x=10, y=10, w=20, h=60)
+    assert crop_box(image, tall, square=True).size == (60, 60)
+    assert crop_box(image, tall, square=False).size == (20, 60)
+
+
+def test_dialogue_without_a_relation_is_dropped_only_in_quirks_mode() -> None:
+    from evaluation.results import EditingDialogueScore
+    from evaluation.scoring import aggregate_editing
+
+    rows = [
+        EditingDialogueScore(dialogue="a", spatial=None, attribute=True, negative=True, numeracy=True),
+        EditingDialogueScore(dialogue="b", spatial=True, attribute=False, negative=True, numeracy=False),
+    ]
+    settings = ScoreSettings(clip="t", detector="t", segmenter="t", official_quirks=False, fid_features="t")
+    fixed = aggregate_editing("m", rows, settings)
+    assert (fixed.spatial, fixed.attribute, fixed.numeracy) == (1.0, 0.5, 0.5)
+    dropped = [rows[0].model_copy(update={"dropped": True}), rows[1]]
+    official = aggregate_editing("m", dropped, settings.model_copy(update={"official_quirks": True}))
+    assert (official.spatial, official.attribute, official.numeracy, official.dialogues_scored) == (1.0, 0.0, 0.0, 1)
