@@ -130,7 +130,7 @@ def _assign(
     utility (each feasible pair is worth a bonus larger than any sum of utilities). Returns id → index."""
     if not candidates:
         return {}
-    bonus = min(utility.shape) + 1.0
+    bonus = 2.0 * min(utility.shape) + 1.0  # > any total utility (each pair ≤ 1.05)
     gain = np.where(feasible, bonus + utility, 0.0)
     rows, cols = linear_sum_assignment(gain, maximize=True)
     return {group[r].subject_id: candidates[c] for r, c in zip(rows, cols, strict=True) if feasible[r, c]}
