@@ -4,14 +4,18 @@ from pathlib import Path
 
 import pytest
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cmigbench"
+_REPO = Path(__file__).resolve().parents[2]
+_CANDIDATES = (
+    _REPO.parent / "shared" / "data" / "cmigbench",  # shared/ beside the checkout
+    _REPO / "shared" / "data" / "cmigbench",  # shared/ inside it
+)
 
 
 def _samples() -> Path:
-    for candidate in (SAMPLES, Path("/work/shared/data/cmigbench")):
+    for candidate in _CANDIDATES:
         if (candidate / "story_sample.json").exists():
             return candidate
-    pytest.skip("CMIGBench sample files not found next to the repo (shared/data/cmigbench)")
+    pytest.skip("CMIGBench sample files (shared/data/cmigbench) not found")
     raise AssertionError
 
 
