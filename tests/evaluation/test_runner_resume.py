@@ -169,3 +169,28 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, story_file: Path)
             settings=SETTINGS.model_copy(update={"steps": 3}),
             options=RunOptions(limit_turns=1, **QUIET),
         )
+
+
+def test_crash_while_writing_the_picture_leaves_no_done_marker(
+    tmp_path: Path, story_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evaluation import atomic
+
+    real_write = atomic.write_bytes
+
+    def failing(path: Path, data: bytes) -> None:
+        if path.name == "turn2.png":
+            raise OSError("disk full")
+        real_write(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", failing)
+    with pytest.raises(OSError):
+        run_benchmark(story_file, tmp_path / "cut", drawer=FakeDrawer(), settings=SETTINGS, options=RunOptions(**QUIET))
+    d = RunLayout(tmp_path / "cut").dialogue("dialogue 1")
+    assert d.record(1).exists() and not d.record(2).exists() and not d.image(2).exists()
+    monkeypatch.setattr(atomic, "write_bytes", real_write)
+    summary = run_benchmark(
+        story_file, tmp_path / "cut", drawer=FakeDrawer(), settings=SETTINGS, options=RunOptions(**QUIET)
+    )
+    run_benchmark(story_file, tmp_path / "full", drawer=FakeDrawer(), settings=SETTINGS, options=RunOptions(**QUIET))
+    assert summary.turns_skipped == 1 and _pngs(tmp_path / "cut") == _pngs(tmp_path / "full")
