@@ -9,9 +9,14 @@ Per call the processor gets one keyword, `layout` (a RegionalContext built once 
   (from the UNet's own IP projection), weighted by img_scale · box share; unreferenced subjects have no row
   (so no IP output at all there, in the conditional and the unconditional half alike, notes §6.9).
 
-The query projection and `to_out` run once per layer; all rows of a branch go through one batched
-scaled-dot-product-attention call. With `layout.active` False (after `refine_step`), the processor is plain
-attention on the pipeline's own prompt rows with no image branch. Without `layout` it behaves exactly like
+The query projection and `to_out` run once per layer. Rows are batched into at most two
+scaled-dot-product-attention calls per branch, whatever the number of subjects: "dense" rows (negative,
+background) attend from every token, "sparse" rows (global, subjects, references) only from the tokens where
+their weight is non-zero, so a subject costs in proportion to its box area. The region rows' keys and values
+are projected once per layer and turn and cached in the context.
+
+With `layout.active` False (after `refine_step`), the processor is plain attention on the pipeline's own
+prompt rows with no image branch. Without `layout` it behaves exactly like
 diffusers' IPAdapterAttnProcessor2_0 (or AttnProcessor2_0 for a model without IP-Adapter).
 """
 
@@ -55,44 +60,98 @@ class _Rows:
         self.weights.append(weights)
 
 
+@dataclass
+class RowGroup:
+    """Attention rows computed in one batched call. Row r attends from the tokens `tokens[L][r]` (flat indices
+    into the batch's B·L query tokens, padded with weight-0 entries) to the keys of source `source[r]`, and its
+    output is added back to those tokens with weights `weights[L][r]`; L is the layer's token count."""
+
+    source: torch.Tensor
+    tokens: dict[int, torch.Tensor]
+    weights: dict[int, torch.Tensor]
+
+    def at(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self.tokens[tokens], self.weights[tokens]
+        except KeyError:
+            raise RuntimeError(
+                f"no layout weights for an attention map of {tokens} tokens (known: {sorted(self.tokens)})"
+            ) from None
+
+
+DENSE_FRACTION = 0.5
+"""A row whose weights are non-zero on more than this fraction of the finest grid attends from every token;
+the others attend only from their support (a subject's box), which keeps the cost proportional to box area."""
+
+
+def _groups(rows: _Rows, grids: list[Grid], device: torch.device, dtype: torch.dtype, dense_only: bool) -> list:
+    if not rows.weights:
+        return []
+    finest = 0
+    dense = [dense_only or bool((w[finest] != 0).float().mean() > DENSE_FRACTION) for w in rows.weights]
+    groups = []
+    for want_dense in (True, False):
+        members = [r for r, d in enumerate(dense) if d == want_dense]
+        if not members:
+            continue
+        tokens: dict[int, torch.Tensor] = {}
+        weights: dict[int, torch.Tensor] = {}
+        for g, grid in enumerate(grids):
+            supports = [
+                torch.arange(grid.tokens) if want_dense else torch.nonzero(rows.weights[r][g]).flatten()
+                for r in members
+            ]
+            width = max(1, max(len(s) for s in supports))
+            index = torch.zeros(len(members), width, dtype=torch.long)
+            value = torch.zeros(len(members), width, dtype=torch.float64)
+            for i, (r, support) in enumerate(zip(members, supports, strict=True)):
+                index[i, : len(support)] = support + rows.query[r] * grid.tokens
+                value[i, : len(support)] = rows.weights[r][g][support]
+            tokens[grid.tokens] = index.to(device)
+            weights[grid.tokens] = value.to(device=device, dtype=dtype).unsqueeze(-1)
+        source = torch.tensor([rows.source[r] for r in members], dtype=torch.long, device=device)
+        groups.append(RowGroup(source=source, tokens=tokens, weights=weights))
+    return groups
+
+
 class RegionalContext:
     """Everything the processors need for one turn, on the UNet's device and dtype, built once.
 
-    `text_source` indexes cat(pipeline prompt rows, region_text); `image_source` indexes the flattened
-    (batch row, reference) image tokens; weights are looked up by token count."""
+    Text rows take their keys from cat(pipeline prompt rows, region_text); image rows from the flattened
+    (batch row, reference) image tokens. The region rows' keys and values are constant for the whole
+    denoising, so each layer projects them once and keeps them here (`cache_region_kv`)."""
 
     def __init__(
         self,
         region_text: torch.Tensor,
-        text_query: torch.Tensor,
-        text_source: torch.Tensor,
-        text_weights: dict[int, torch.Tensor],
-        image_query: torch.Tensor,
-        image_source: torch.Tensor,
-        image_weights: dict[int, torch.Tensor],
+        text_groups: list[RowGroup],
+        image_groups: list[RowGroup],
         num_references: int,
+        cache_region_kv: bool = True,
     ) -> None:
         self.region_text = region_text
-        self.text_query = text_query
-        self.text_source = text_source
-        self.text_weights = text_weights
-        self.image_query = image_query
-        self.image_source = image_source
-        self.image_weights = image_weights
+        self.text_groups = text_groups
+        self.image_groups = image_groups
         self.num_references = num_references
+        self.cache_region_kv = cache_region_kv
         self.active = True
+        self._region_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def has_image_rows(self) -> bool:
-        return int(self.image_query.numel()) > 0
+        return bool(self.image_groups)
 
-    def weights_for(self, table: dict[int, torch.Tensor], tokens: int) -> torch.Tensor:
-        try:
-            return table[tokens]
-        except KeyError:
-            raise RuntimeError(
-                f"no layout weights for an attention map of {tokens} tokens (known: {sorted(table)})"
-            ) from None
+    def region_kv(self, attn: Attention) -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self._region_kv.get(id(attn))
+        if cached is not None:
+            return cached
+        region = self.region_text
+        if attn.norm_cross:
+            region = attn.norm_encoder_hidden_states(region)
+        kv = (attn.to_k(region), attn.to_v(region))
+        if self.cache_region_kv:
+            self._region_kv[id(attn)] = kv
+        return kv
 
 
 def build_regional_context(
@@ -107,8 +166,9 @@ def build_regional_context(
     img_scale: float,
     guided: bool,
     num_references: int,
+    sparse: bool = True,
 ) -> RegionalContext:
-    """Lay out the attention rows of a batch and precompute their weights at every grid."""
+    """Lay out the attention rows of a batch and precompute their token sets and weights at every grid."""
     batch = len(images)
     offset = batch if guided else 0
     pipeline_rows = 2 * batch if guided else batch
@@ -133,26 +193,10 @@ def build_regional_context(
             for query in halves:
                 image.add(query, query * num_references + ref, [w.image[i] for w in per_grid])
     device, dtype = region_text.device, region_text.dtype
-
-    def index(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=device)
-
-    def stack(rows: _Rows) -> dict[int, torch.Tensor]:
-        if not rows.weights:
-            return {}
-        return {
-            grid.tokens: torch.stack([w[g] for w in rows.weights]).to(device=device, dtype=dtype).unsqueeze(-1)
-            for g, grid in enumerate(grids)
-        }
-
     return RegionalContext(
         region_text=region_text,
-        text_query=index(text.query),
-        text_source=index(text.source),
-        text_weights=stack(text),
-        image_query=index(image.query),
-        image_source=index(image.source),
-        image_weights=stack(image),
+        text_groups=_groups(text, grids, device, dtype, dense_only=not sparse),
+        image_groups=_groups(image, grids, device, dtype, dense_only=not sparse),
         num_references=num_references,
     )
 
@@ -162,9 +206,23 @@ def _heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     return tensor.view(rows, length, heads, inner // heads).transpose(1, 2)
 
 
-def _merge_heads(tensor: torch.Tensor) -> torch.Tensor:
-    rows, heads, length, head_dim = tensor.shape
-    return tensor.transpose(1, 2).reshape(rows, length, heads * head_dim)
+def _attend(
+    group: RowGroup,
+    tokens: int,
+    flat_query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    heads: int,
+    out: torch.Tensor,
+) -> None:
+    """One batched attention call for all rows of a group (keys/values already one per row, [R, S, C]); the
+    weighted row outputs are added into `out` [B·L, C] at their tokens."""
+    index, weight = group.at(tokens)
+    rows, width = index.shape
+    query = flat_query.index_select(0, index.flatten()).view(rows, width, heads, -1).transpose(1, 2)
+    result = F.scaled_dot_product_attention(query, _heads(keys, heads), _heads(values, heads))
+    result = result.transpose(1, 2).reshape(rows, width, -1) * weight.to(result.dtype)
+    out.index_add_(0, index.flatten(), result.reshape(rows * width, -1).to(out.dtype))
 
 
 class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
@@ -239,29 +297,28 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
             hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        tokens = hidden_states.shape[1]
-        query = _heads(attn.to_q(hidden_states), attn.heads)
+        batch_rows, tokens, _ = hidden_states.shape
+        query = attn.to_q(hidden_states)
+        inner = query.shape[-1]
+        flat_query = query.reshape(batch_rows * tokens, attn.heads, inner // attn.heads)
+        out = torch.zeros(batch_rows * tokens, inner, dtype=query.dtype, device=query.device)
 
-        table = torch.cat([text, layout.region_text.to(text.dtype)], dim=0)
-        if attn.norm_cross:
-            table = attn.norm_encoder_hidden_states(table)
-        sources = table.index_select(0, layout.text_source)
-        key = _heads(attn.to_k(sources), attn.heads)
-        value = _heads(attn.to_v(sources), attn.heads)
-        rows = F.scaled_dot_product_attention(query.index_select(0, layout.text_query), key, value)
-        weighted = _merge_heads(rows) * layout.weights_for(layout.text_weights, tokens)
-        out = torch.zeros(query.shape[0], tokens, weighted.shape[-1], dtype=weighted.dtype, device=weighted.device)
-        out.index_add_(0, layout.text_query, weighted)
+        pipe_text = attn.norm_encoder_hidden_states(text) if attn.norm_cross else text
+        region_key, region_value = layout.region_kv(attn)
+        keys = torch.cat([attn.to_k(pipe_text), region_key.to(query.dtype)])
+        values = torch.cat([attn.to_v(pipe_text), region_value.to(query.dtype)])
+        for group in layout.text_groups:
+            sources = group.source
+            _attend(group, tokens, flat_query, keys[sources], values[sources], attn.heads, out)
 
         if layout.has_image_rows and image_tokens is not None and self.has_ip:
             tokens_ip = image_tokens[0]
-            flat = tokens_ip.reshape(-1, *tokens_ip.shape[2:]).index_select(0, layout.image_source)
-            ip_key = _heads(self.to_k_ip[0](flat), attn.heads)
-            ip_value = _heads(self.to_v_ip[0](flat), attn.heads)
-            ip_rows = F.scaled_dot_product_attention(query.index_select(0, layout.image_query), ip_key, ip_value)
-            ip_weighted = _merge_heads(ip_rows) * layout.weights_for(layout.image_weights, tokens)
-            out.index_add_(0, layout.image_query, ip_weighted.to(out.dtype))
+            flat_ip = tokens_ip.reshape(-1, *tokens_ip.shape[2:])
+            for group in layout.image_groups:
+                chosen = flat_ip.index_select(0, group.source)
+                _attend(group, tokens, flat_query, self.to_k_ip[0](chosen), self.to_v_ip[0](chosen), attn.heads, out)
 
+        out = out.view(batch_rows, tokens, inner)
         out = attn.to_out[1](attn.to_out[0](out))
         if spatial:
             out = out.transpose(-1, -2).reshape(batch, channels, height, width)

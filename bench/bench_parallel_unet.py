@@ -1,0 +1,192 @@
+"""Parallel-UNet step vs plain UNet step, measured side by side in one run.
+
+A mid-size SD1.5-shaped UNet with random weights (3 levels, 160/320/640 channels, 768-wide cross-attention)
+runs one classifier-free-guided denoising step (batch 2):
+
+- plain: diffusers' stock processors, the global prompt only;
+- parallel n: the drawer's processors, n subjects in a grid of boxes, each with its own phrase row and its own
+  IP-Adapter reference (random IP-Adapter weights loaded through diffusers' `load_ip_adapter`).
+
+Timings are interleaved (plain, n=1, n=2, …, repeated) and the median of each is reported with its ratio to
+plain. Run:  .venv/bin/python bench/bench_parallel_unet.py [--height 512 --width 512 --repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from drawer.parallel_attention import RegionImage, build_regional_context, install_parallel_attention, unet_grids
+from drawer.tiny import _image_encoder, _scheduler, _vae, random_ip_adapter_state_dict, tiny_tokenizer
+from studio.geometry import Box
+
+CROSS = 768
+VAE_FACTOR = 8
+
+
+def mid_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        block_out_channels=(160, 320, 640),
+        layers_per_block=1,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=CROSS,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def build_pipeline() -> StableDiffusionPipeline:
+    torch.manual_seed(0)
+    unet = mid_unet()
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=514,
+            hidden_size=CROSS,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=512,
+            eos_token_id=513,
+        )
+    )
+    encoder, processor = _image_encoder()
+    pipe = StableDiffusionPipeline(
+        vae=_vae(),
+        text_encoder=text,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=processor,
+        image_encoder=encoder,
+        requires_safety_checker=False,
+    )
+    pipe.load_ip_adapter(random_ip_adapter_state_dict(unet), subfolder="", weight_name="")
+    return pipe
+
+
+def grid_boxes(n: int, height: int, width: int) -> list[Box]:
+    cols = 1 if n == 1 else 2
+    rows = (n + cols - 1) // cols
+    w, h = width / cols, height / rows
+    return [Box(x=(i % cols) * w + 4, y=(i // cols) * h + 4, w=w - 8, h=h - 8) for i in range(n)]
+
+
+def median_seconds(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--subjects", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    pipe = build_pipeline()
+    unet = pipe.unet.eval()
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, args.height // VAE_FACTOR, args.width // VAE_FACTOR, generator=gen)
+    text = torch.randn(2, 77, CROSS, generator=gen)
+    t = torch.tensor(500)
+    hid_proj = unet.encoder_hid_proj
+
+    def plain_step() -> None:
+        unet(latents, t, encoder_hidden_states=text)
+
+    install_parallel_attention(unet)
+    parallel_processors = dict(unet.attn_processors)
+    cases = {}
+    for n in args.subjects:
+        region = torch.randn(n + 1, 77, CROSS, generator=gen)
+        image_embeds = [torch.randn(2, n, 32, generator=gen)]
+        context = build_regional_context(
+            [RegionImage(grid_boxes(n, args.height, args.width), 0, list(range(1, n + 1)), list(range(n)))],
+            region,
+            height=args.height,
+            width=args.width,
+            grids=unet_grids(unet, args.height, args.width, VAE_FACTOR),
+            fuse_scale=(1.2, 0.0),
+            global_weight=0.3,
+            img_scale=0.7,
+            guided=True,
+            num_references=n,
+        )
+
+        def step(context=context, image_embeds=image_embeds) -> None:
+            unet(
+                latents,
+                t,
+                encoder_hidden_states=text,
+                added_cond_kwargs={"image_embeds": image_embeds},
+                cross_attention_kwargs={"layout": context},
+            )
+
+        cases[n] = step
+
+    def run_plain_setup() -> None:
+        unet.set_attn_processor(AttnProcessor2_0())
+        unet.encoder_hid_proj = None
+
+    def run_plain() -> None:
+        run_plain_setup()
+        plain_step()
+
+    def use_parallel() -> None:
+        unet.set_attn_processor(dict(parallel_processors))
+        unet.encoder_hid_proj = hid_proj
+
+    timings: dict[str, list[float]] = {"plain": [], **{f"n={n}": [] for n in cases}}
+    with torch.inference_mode():
+        for _ in range(2):  # warm-up
+            run_plain()
+            for step in cases.values():
+                use_parallel()
+                step()
+        for _ in range(args.repeats):
+            run_plain_setup()
+            timings["plain"] += median_seconds(plain_step, 1)
+            use_parallel()
+            for n, step in cases.items():
+                timings[f"n={n}"] += median_seconds(step, 1)
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+            cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    device = f"CPU {cpu}, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
+    print(f"device: {device}")
+    print(f"canvas {args.width}x{args.height}, latent {latents.shape[-1]}x{latents.shape[-2]}, CFG batch 2, "
+          f"{args.repeats} interleaved repeats, median")
+    base = statistics.median(timings["plain"])
+    print(f"{'case':<8} {'median s/step':>14} {'ratio':>7}")
+    for name, values in timings.items():
+        median = statistics.median(values)
+        print(f"{name:<8} {median:>14.3f} {median / base:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
