@@ -132,3 +132,17 @@ def test_strict_schema_requires_every_field() -> None:
     mention = schema["$defs"]["SubjectMention"]
     assert mention["additionalProperties"] is False
     assert set(mention["required"]) == set(mention["properties"])
+
+
+def test_numeric_ids_and_extra_keys_are_accepted(fake_llm) -> None:
+    fake, url = fake_llm
+    reply = {
+        "background": "",
+        "negative": "",
+        "reasoning": "...",
+        "items": [{"subject_id": 1, "phrase": "g", "x": 1, "y": 1, "w": 50, "h": 50}],
+    }
+    fake.push("layout_generator", reply)
+    messages = [{"role": "system", "content": "You are the layout generator."}, {"role": "user", "content": "{}"}]
+    draft, calls = client(url).complete("layout_generator", messages, LayoutReply, to_draft)
+    assert draft.plan.subject_ids == ["1"] and len(calls) == 1
