@@ -108,3 +108,31 @@ def test_llm_dialogue_keeps_ids_and_memory(tmp_path: Path, fake_llm) -> None:
     payload = fake.requests[-3]["body"]["messages"][-1]["content"]
     assert '"next_free_id": "3"' in payload and "short hair" in payload
     assert fake.count("subject_manager") == 4
+
+
+def test_concurrent_sessions_share_one_engine(offline_engine) -> None:
+    import threading
+
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def converse(n: int) -> None:
+        try:
+            session = Session(offline_engine, height=256, width=256)
+            for message in (
+                "A girl and a boy walk.",
+                "She waves at him.",
+                "The girl now wears a hat.",
+                "The boy leaves.",
+            ):
+                session.turn(message)
+            results[n] = ids(session.subjects)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=converse, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and all(v == ["1", "1-1", "2"] for v in results.values()) and len(results) == 4
