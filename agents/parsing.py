@@ -116,16 +116,16 @@ def _scene_at(tokens: list[str], i: int) -> tuple[str, int] | None:
     if tokens[i] not in SCENE_PREPS:
         return None
     j = i + 1
-    words: list[str] = []
-    while j < len(tokens) and len(words) < 5 and tokens[j] not in {",", ".", ";", "!", "?", "and", "with"}:
-        words.append(tokens[j])
+    phrase: list[str] = []
+    while j < len(tokens) and len(phrase) < 5 and tokens[j] not in {",", ".", ";", "!", "?", "and", "with"}:
+        phrase.append(tokens[j])
         j += 1
         if tokens[j - 1] in SCENES:
             tail = j
             if j + 1 < len(tokens) and tokens[j] in {"to", "of"} and tokens[j + 1] not in DETERMINERS | SCENE_PREPS:
-                words += tokens[j : j + 2]
+                phrase += tokens[j : j + 2]
                 tail = j + 2
-            return " ".join(words), tail
+            return " ".join(phrase), tail
     return None
 
 
@@ -200,9 +200,9 @@ def _new_id(turn: _Turn, parent: str | None) -> str:
 
 
 def _description(mention: _Mention) -> str:
-    words = [*mention.modifiers, mention.noun]
-    article = "an" if words[0][0] in "aeiou" else "a"
-    return f"{article} {' '.join(words)}"
+    parts = [*mention.modifiers, mention.noun]
+    article = "an" if parts[0][0] in "aeiou" else "a"
+    return f"{article} {' '.join(parts)}"
 
 
 def _resolve_noun(mention: _Mention, turn: _Turn, used: set[str]) -> list[str]:
@@ -304,9 +304,9 @@ def _scan(tokens: list[str]) -> list[_Mention]:
     return mentions
 
 
-def _follows(tokens: list[str], end: int, words: tuple[str, ...], window: int = 4) -> bool:
+def _follows(tokens: list[str], end: int, cue: tuple[str, ...], window: int = 4) -> bool:
     for k in range(end, min(end + window, len(tokens))):
-        if tuple(tokens[k : k + len(words)]) == words:
+        if tuple(tokens[k : k + len(cue)]) == cue:
             return True
         if tokens[k] in {".", ";", "!", "?"}:
             return False
@@ -343,20 +343,20 @@ TRAILING = words("and the a an with while as when where but or to of at")
 
 
 def _action(tokens: list[str], start: int, stop: int) -> str:
-    words = []
+    kept = []
     for tok in tokens[start:stop]:
         if tok in {".", ";", "!", "?", ","}:
             break
-        if not words and tok in ACTION_SKIP:
+        if not kept and tok in ACTION_SKIP:
             continue
-        words.append(tok)
-    while words and words[-1] in TRAILING:
-        words.pop()
-    return " ".join(words[:8])
+        kept.append(tok)
+    while kept and kept[-1] in TRAILING:
+        kept.pop()
+    return " ".join(kept[:8])
 
 
 def _relations(tokens: list[str], mentions: list[_Mention]) -> list[tuple[str, str, str | None]]:
-    """(subject_id, relation, other_id) from spatial words around the mentions."""
+    """(subject_id, relation, other_id) from spatial kept around the mentions."""
     found: list[tuple[str, str, str | None]] = []
     placed = [m for m in mentions if m.ids and not m.leaving and m.owner is None]
 
@@ -503,9 +503,9 @@ def _updates(tokens: list[str], mentions: list[_Mention], turn: _Turn) -> list[A
                 break
             change.append(tok)
         if change and change[-1] in HAIR_LIKE:
-            words_ = [w for w in change if w not in {"a", "an", "the"}]
+            kept = [w for w in change if w not in {"a", "an", "the"}]
             subject = by_id[m.ids[0]]
-            description = f"{subject.description or subject.name} with {' '.join(words_)}"[:500]
+            description = f"{subject.description or subject.name} with {' '.join(kept)}"[:500]
             updates.append(AttributeUpdate(id=subject.id, description=description, change=" ".join(change)))
     return updates
 
