@@ -168,9 +168,13 @@ class GraphEngine:
         )
 
     def close(self) -> None:
+        """Close the checkpointer this engine opened and the planner's HTTP client."""
         if self._close is not None:
             self._close()
             self._close = None
+        closer = getattr(self.planner, "close", None)
+        if callable(closer):
+            closer()
 
     def __enter__(self) -> GraphEngine:
         return self

@@ -37,3 +37,7 @@ class LLMPlanner:
 
     def review(self, request: ReviewRequest) -> tuple[Review, list[CallRecord]]:
         return self.supervisor.review(request)
+
+    def close(self) -> None:
+        """Close the HTTP connections of the endpoint client."""
+        self.llm.client.close()
