@@ -1,0 +1,132 @@
+"""The whole turn loop on the real app with tiny random-weight models: API → agents graph → drawer
+(Parallel-UNet, subject init) → vision (Grounding DINO + SAM) → memory → the next turn's drawer job."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.app import create_app
+from studio.draw import DrawJob, DrawResult, DrawSettings
+from studio.protocols import StepCallback
+from studio.runtime import PresetDrawer, build_service
+from studio.settings import Settings, VisionSettings
+from vision.matching import MatchSettings
+
+SETTINGS = DrawSettings(steps=2, seed=7, prerender_steps=1, subject_init_steps=1, refine_step=1)
+
+
+class RecordingDrawer(PresetDrawer):
+    """The real preset drawer, remembering every job it was given."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.jobs: list[DrawJob] = []
+
+    def draw(
+        self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
+    ) -> DrawResult:
+        self.jobs.append(job)
+        return super().draw(job, on_step=on_step, cancel=cancel)
+
+
+@pytest.fixture(scope="module")
+def app_and_drawer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, RecordingDrawer, dict]]:
+    # thresholds at 0 so the random-weight detector yields boxes; whole-canvas plans so they overlap
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("e2e"),
+        vision=VisionSettings(box_threshold=0.0, text_threshold=0.0, device="cpu"),
+    )
+    drawer = RecordingDrawer(settings)
+    drawer.locator().matching = MatchSettings(min_iou=0.0)  # type: ignore[attr-defined]
+    service = build_service(settings, drawer=drawer)
+    headers = {"Authorization": f"Bearer {service.db.create_key('e2e')}"}
+    with TestClient(create_app(service=service)) as client:
+        yield client, drawer, headers
+
+
+def wait(client: TestClient, headers: dict, session_id: str, index: int) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        turn = client.get(f"/v1/sessions/{session_id}/turns/{index}", headers=headers).json()
+        if turn["status"] in ("done", "failed"):
+            return turn
+        time.sleep(0.05)
+    raise AssertionError("turn did not finish")
+
+
+def whole_canvas_plan(height: int, width: int) -> dict:
+    box = {"x": 0, "y": 0, "w": width, "h": height}
+    return {
+        "height": height,
+        "width": width,
+        "background": "a street",
+        "items": [
+            {"subject_id": "1", "phrase": "a girl", "box": box},
+            {"subject_id": "2", "phrase": "a boy", "box": box},
+        ],
+    }
+
+
+def test_explicit_plan_turns_feed_the_next_turn_exactly_the_crops_of_the_previous(app_and_drawer: tuple) -> None:
+    client, drawer, headers = app_and_drawer
+    session = client.post(
+        "/v1/sessions", json={"height": 64, "width": 96, "settings": SETTINGS.model_dump()}, headers=headers
+    ).json()
+    url = f"/v1/sessions/{session['id']}/turns"
+    assert client.post(url, json={"plan": whole_canvas_plan(64, 96)}, headers=headers).status_code == 202
+    first = wait(client, headers, session["id"], 1)
+    assert first["status"] == "done", first["error"]
+    image = Image.open(io.BytesIO(client.get(first["image_url"], headers=headers).content))
+    assert image.format == "PNG" and image.size == (96, 64)
+    assert client.get(first["debug_image_url"], headers=headers).status_code == 200
+    assert {"denoise"} <= set(first["timings"])
+    subjects = {s["id"]: s for s in client.get(f"/v1/sessions/{session['id']}/subjects", headers=headers).json()}
+    assert set(subjects) == {"1", "2"}
+    assert all(c["found"] for c in first["crops"]), first["crops"]
+    assert all(s["reference_image_id"] and s["reference_source"] == "final" for s in subjects.values()), subjects
+    jobs_before = len(drawer.jobs)
+    client.post(url, json={"plan": whole_canvas_plan(64, 96)}, headers=headers)
+    assert wait(client, headers, session["id"], 2)["status"] == "done"
+    (second_job,) = drawer.jobs[jobs_before:]
+    expected = {sid: client.get(s["reference_url"], headers=headers).content for sid, s in subjects.items()}
+    assert second_job.references == expected
+    assert drawer.jobs[jobs_before - 1].references == {}  # turn 1 had no references yet
+
+
+def test_message_turns_go_through_the_agents_graph(app_and_drawer: tuple) -> None:
+    client, _, headers = app_and_drawer
+    session = client.post(
+        "/v1/sessions", json={"height": 64, "width": 64, "settings": SETTINGS.model_dump()}, headers=headers
+    ).json()
+    url = f"/v1/sessions/{session['id']}/turns"
+    client.post(url, json={"message": "a girl and a dog in the park"}, headers=headers)
+    client.post(url, json={"message": "she throws a ball to the dog"}, headers=headers)
+    first, second = wait(client, headers, session["id"], 1), wait(client, headers, session["id"], 2)
+    assert first["status"] == second["status"] == "done", (first["error"], second["error"])
+    ids_first = {item["subject_id"] for item in first["plan"]["items"]}
+    ids_second = {item["subject_id"] for item in second["plan"]["items"]}
+    assert len(ids_first) == 2 and ids_first <= ids_second  # "she" and "the dog" keep their ids
+    assert first["info"], "the turn records planner info (prompt versions, calls, rounds)"
+
+
+def test_an_undecodable_upload_never_reaches_the_drawer_and_bad_plans_fail_cleanly(app_and_drawer: tuple) -> None:
+    client, _, headers = app_and_drawer
+    session = client.post(
+        "/v1/sessions", json={"height": 64, "width": 64, "settings": SETTINGS.model_dump()}, headers=headers
+    ).json()
+    too_many = {
+        "height": 64,
+        "width": 64,
+        "items": [
+            {"subject_id": str(i), "phrase": f"cat {i}", "box": {"x": 0, "y": 0, "w": 8, "h": 8}} for i in range(1, 12)
+        ],
+    }
+    response = client.post(f"/v1/sessions/{session['id']}/turns", json={"plan": too_many}, headers=headers)
+    assert response.status_code == 422 and "at most 8" in response.json()["detail"]
