@@ -109,8 +109,13 @@ class BoxSegmenter:
         image = image.convert("RGB")
         boxes = [tuple(float(v) for v in box) for box in boxes]  # type: ignore[misc]
         with self._lock, torch.inference_mode():
-            masks, iou = self._sam2(image, boxes) if self.model_type == "sam2" else self._sam(image, boxes)
-        return list(clip_to_boxes(best_masks(masks, iou), boxes, self.box_margin))
+            outputs, inputs = self._sam2(image, boxes) if self.model_type == "sam2" else self._sam(image, boxes)
+            # the best of the k proposals per box is chosen on the low-resolution logits, so only one mask
+            # per box is upsampled to the image size
+            logits = outputs.pred_masks[0].float().cpu()  # (boxes, k, h, w)
+            best = best_masks(logits.numpy(), outputs.iou_scores[0].float().cpu().numpy())  # (boxes, h, w)
+            masks = self._upsample(torch.from_numpy(best)[:, None], image, inputs)  # (boxes, H, W) bool
+        return list(clip_to_boxes(masks, boxes, self.box_margin))
 
     def _run(self, pixel_values: torch.Tensor, input_boxes: torch.Tensor) -> Any:
         return self.model(
@@ -119,17 +124,21 @@ class BoxSegmenter:
             multimask_output=True,
         )
 
-    def _sam(self, image: Image.Image, boxes: list[XYXY]) -> tuple[np.ndarray, np.ndarray]:
+    def _sam(self, image: Image.Image, boxes: list[XYXY]) -> tuple[Any, Any]:
         inputs = self.processor(images=image, input_boxes=[[list(b) for b in boxes]], return_tensors="pt")  # type: ignore[misc]
-        outputs = self._run(inputs["pixel_values"], inputs["input_boxes"])
-        masks = self.processor.image_processor.post_process_masks(  # type: ignore[union-attr]
-            outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
-        )[0]
-        return np.asarray(masks, dtype=bool), outputs.iou_scores[0].float().cpu().numpy()
+        return self._run(inputs["pixel_values"], inputs["input_boxes"]), inputs
 
-    def _sam2(self, image: Image.Image, boxes: list[XYXY]) -> tuple[np.ndarray, np.ndarray]:
+    def _sam2(self, image: Image.Image, boxes: list[XYXY]) -> tuple[Any, Any]:
         size = int(self.model.config.prompt_encoder_config.image_size)
-        outputs = self._run(*sam2_inputs(image, boxes, size))
-        logits = outputs.pred_masks[0].float().cpu()  # (boxes, k, h, w)
-        upsampled = F.interpolate(logits, (image.height, image.width), mode="bilinear", align_corners=False)
-        return (upsampled > 0.0).numpy(), outputs.iou_scores[0].float().cpu().numpy()
+        return self._run(*sam2_inputs(image, boxes, size)), None
+
+    def _upsample(self, logits: torch.Tensor, image: Image.Image, inputs: Any) -> np.ndarray:
+        """(boxes, 1, h, w) logits → (boxes, H, W) bool at threshold 0: SAM's processor removes its padding
+        first; SAM 2 has none, a plain bilinear resize."""
+        if self.model_type == "sam2":
+            upsampled = F.interpolate(logits, (image.height, image.width), mode="bilinear", align_corners=False)
+            return (upsampled[:, 0] > 0.0).numpy()
+        masks = self.processor.image_processor.post_process_masks(  # type: ignore[union-attr]
+            logits[None], inputs["original_sizes"], inputs["reshaped_input_sizes"]
+        )[0]
+        return np.asarray(masks[:, 0], dtype=bool)
