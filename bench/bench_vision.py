@@ -1,6 +1,6 @@
 """Detection + segmentation time per turn with the tiny vision models on CPU, for 1, 3 and 6 subjects.
 
-    .venv/bin/python bench/bench_vision.py [--repeats 10] [--size 512] [--threads 2]
+    .venv/bin/python bench/bench_vision.py [--repeats 10] [--size 512] [--threads 1]
 
 Detection: one Grounding DINO pass with all the turn's names. Segmentation: one SAM (and SAM 2) call
 with one box per subject. Locate: the whole GroundedSamLocator.locate (detect, match, segment, crop)
@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--size", type=int, default=512, help="square test image side")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
