@@ -67,6 +67,9 @@ class VisionSettings(BaseModel):
     segmenter: str = Field(default="tiny", description="'tiny' or a hub id / folder, e.g. facebook/sam-vit-base")
     box_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     text_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    min_iou: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="a detection must overlap its subject's planned box at least this much"
+    )
     device: str = "auto"
     dtype: Dtype = "auto"
     refresh: Literal["first", "better"] = Field(

@@ -17,7 +17,6 @@ from studio.draw import DrawJob, DrawResult, DrawSettings
 from studio.protocols import StepCallback
 from studio.runtime import PresetDrawer, build_service
 from studio.settings import Settings, VisionSettings
-from vision.matching import MatchSettings
 
 SETTINGS = DrawSettings(steps=2, seed=7, prerender_steps=1, subject_init_steps=1, refine_step=1)
 
@@ -38,13 +37,12 @@ class RecordingDrawer(PresetDrawer):
 
 @pytest.fixture(scope="module")
 def app_and_drawer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, RecordingDrawer, dict]]:
-    # thresholds at 0 so the random-weight detector yields boxes; whole-canvas plans so they overlap
+    # thresholds at 0 so the random-weight detector yields boxes that are matched to their subjects
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("e2e"),
-        vision=VisionSettings(box_threshold=0.0, text_threshold=0.0, device="cpu"),
+        vision=VisionSettings(box_threshold=0.0, text_threshold=0.0, min_iou=0.0, device="cpu"),
     )
     drawer = RecordingDrawer(settings)
-    drawer.locator().matching = MatchSettings(min_iou=0.0)  # type: ignore[attr-defined]
     service = build_service(settings, drawer=drawer)
     headers = {"Authorization": f"Bearer {service.db.create_key('e2e')}"}
     with TestClient(create_app(service=service)) as client:

@@ -47,4 +47,6 @@ def load_locator(settings: VisionSettings, segmenter_model_type: str = "sam") ->
             segmenter = BoxSegmenter(sam.to(device, dtype), sam_processor, device, dtype)
     else:
         segmenter = BoxSegmenter.from_pretrained(settings.segmenter, settings.device, settings.dtype)
-    return GroundedSamLocator(detector, segmenter)
+    from vision.matching import MatchSettings
+
+    return GroundedSamLocator(detector, segmenter, MatchSettings(min_iou=settings.min_iou))
