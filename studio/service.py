@@ -124,13 +124,12 @@ class TurnService:
         started = time.perf_counter()
         try:
             ctx = self._context(session, turn)
-            first_status = TurnStatus.PLANNING if turn.request.message is not None else TurnStatus.DRAWING
-            self.db.set_turn_status(turn.id, first_status)
-            self._emit(turn, "planning" if first_status == TurnStatus.PLANNING else "drawing", {})
+            # the engine announces its stages ("planning", "drawing"); the turn's status follows them
+            status_of = {"planning": TurnStatus.PLANNING, "drawing": TurnStatus.DRAWING}
 
             def emit(event_type: EventType, data: dict[str, Any]) -> None:
-                if event_type == "drawing":
-                    self.db.set_turn_status(turn.id, TurnStatus.DRAWING)
+                if event_type in status_of:
+                    self.db.set_turn_status(turn.id, status_of[event_type])
                 self._emit(turn, event_type, data)
 
             def on_step(step: int, total: int) -> None:

@@ -112,6 +112,9 @@ def test_message_turns_go_through_the_agents_graph(app_and_drawer: tuple) -> Non
     ids_second = {item["subject_id"] for item in second["plan"]["items"]}
     assert len(ids_first) == 2 and ids_first <= ids_second  # "she" and "the dog" keep their ids
     assert first["info"], "the turn records planner info (prompt versions, calls, rounds)"
+    events = client.app.state.service.db.events_after(session["id"], 0)
+    first_turn = [e.type for e in events if e.turn_index == 1 and e.type != "step"]
+    assert first_turn == ["queued", "planning", "planned", "drawing", "done"]
 
 
 def test_an_undecodable_upload_never_reaches_the_drawer_and_bad_plans_fail_cleanly(app_and_drawer: tuple) -> None:

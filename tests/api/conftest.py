@@ -104,6 +104,7 @@ class ScriptedEngine:
         if ctx.request.plan is not None:
             plan = ctx.request.plan
         else:
+            emit("planning", {})
             if "fail" in (ctx.request.message or ""):
                 raise ValueError("scripted planner failure")
             plan = TurnPlan(
