@@ -71,3 +71,39 @@ def test_multi_turn_end_to_end(which: str, request: pytest.FixtureRequest) -> No
         DrawJob(plan=second_plan, references=references, settings=fast_settings(seed=8), previous_image=first.image)
     )
     assert second.image != first.image and second.seed == 8
+
+
+def test_sdxl_pooled_embeddings_follow_their_prompts(tiny_sdxl_drawer: Drawer) -> None:
+    """§6.10: the conditional pooled embedding is the global prompt's, the negative one the negative's."""
+    import torch
+
+    from drawer.batches import main_batch
+
+    pipe = tiny_sdxl_drawer.pipe
+    plan = two_subject_plan()
+    batch = main_batch(pipe, plan, fast_settings(), None, {}, torch.zeros(1, 4, 32, 48), [])
+    _, _, pooled, _ = pipe.encode_prompt(prompt=plan.global_prompt(), do_classifier_free_guidance=False)
+    _, _, neg_pooled, _ = pipe.encode_prompt(prompt=plan.negative_prompt or "x", do_classifier_free_guidance=False)
+    kwargs = batch.prompts.pipeline_kwargs()
+    torch.testing.assert_close(kwargs["pooled_prompt_embeds"], pooled, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(kwargs["negative_pooled_prompt_embeds"], neg_pooled, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(kwargs["pooled_prompt_embeds"], kwargs["negative_pooled_prompt_embeds"], atol=1e-3)
+
+
+def test_prerender_is_one_batch_and_no_guidance_works(
+    tiny_sdxl_drawer: Drawer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drawer.subject_init as subject_init
+
+    sizes: list[int] = []
+    real = subject_init.render
+
+    def recording(pipe, batch, progress):
+        sizes.append(len(batch.images))
+        return real(pipe, batch, progress)
+
+    monkeypatch.setattr(subject_init, "render", recording)
+    job = DrawJob(plan=two_subject_plan(), references={"2": png("blue")}, settings=fast_settings(guidance_scale=1.0))
+    result = tiny_sdxl_drawer.draw(job)
+    assert sizes == [2], "both subjects pre-rendered in one batch"
+    assert result.width == 96

@@ -247,3 +247,33 @@ def test_single_region_equals_stock_pipeline(tiny_drawer: Drawer, mode: str) -> 
     ).images[0]
     theirs = np.asarray(image).astype(np.int16)
     assert np.abs(ours - theirs).max() <= 1
+
+
+def test_refine_from_step_zero_equals_stock_global_prompt(tiny_drawer: Drawer) -> None:
+    """The refine switch inside a real run: regional attention off from the start is the stock pipeline."""
+    plan = TurnPlan(
+        height=H,
+        width=W,
+        background="a quiet lake",
+        negative="blurry",
+        items=[
+            PlanItem(subject_id="1", phrase="a red fox", box=BOX_A),
+            PlanItem(subject_id="2", phrase="a boat", box=BOX_B),
+        ],
+    )
+    settings = fast_settings(seed=4, subject_init=False, refine_step=0)
+    ours = _pixels(tiny_drawer.draw(DrawJob(plan=plan, settings=settings)).image)
+    stock = build_tiny_sd15(with_ip_adapter=False)
+    noise = torch.randn((1, 4, H // 2, W // 2), generator=torch.Generator().manual_seed(4))
+    image = stock(
+        prompt=plan.global_prompt(),
+        negative_prompt="blurry",
+        height=H,
+        width=W,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        latents=noise,
+    ).images[0]
+    assert np.abs(ours - np.asarray(image).astype(np.int16)).max() <= 1
+    regional = _pixels(tiny_drawer.draw(DrawJob(plan=plan, settings=fast_settings(seed=4, subject_init=False))).image)
+    assert np.abs(regional - ours).max() > 1
