@@ -15,7 +15,7 @@ from PIL import Image
 from drawer.batches import main_batch, prerender_inputs
 from drawer.conditioning import encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
-from drawer.images import decode_image, png_bytes
+from drawer.images import debug_overlay, decode_image, png_bytes
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
 from drawer.parallel_attention import install_parallel_attention
@@ -143,6 +143,8 @@ class Drawer:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
         with timer.stage("locate"):
             crops = self.locator.locate(image, locate_targets(plan)) if plan.items else {}
+        planned = {item.subject_id: item.box for item in plan.items}
+        found = {sid: crop.box for sid, crop in crops.items() if crop.found and crop.box is not None}
         return DrawResult(
             image=png_bytes(image),
             width=image.width,
@@ -150,6 +152,7 @@ class Drawer:
             seed=seed,
             crops=crops,
             timings=timer.timings,
+            debug_image=png_bytes(debug_overlay(image, planned, found)) if plan.items else None,
         )
 
     def _use_scheduler(self, name: str) -> None:

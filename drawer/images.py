@@ -19,7 +19,7 @@ def decode_image(data: bytes, what: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
             image = opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise DrawError(f"{what} is not a readable image ({type(exc).__name__})") from exc
     if image.width < 1 or image.height < 1:
         raise DrawError(f"{what} is empty")
@@ -45,4 +45,19 @@ def square_pad(image: Image.Image, fill: tuple[int, int, int] = NEUTRAL_GREY) ->
     side = max(image.width, image.height)
     canvas = Image.new("RGB", (side, side), fill)
     canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
+def debug_overlay(image: Image.Image, planned: dict[str, Box], found: dict[str, Box]) -> Image.Image:
+    """The picture with planned boxes (yellow, thin) and found boxes (cyan) and ids."""
+    from PIL import ImageDraw
+
+    canvas = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(canvas)
+    for subject_id, box in planned.items():
+        draw.rectangle(box.to_xyxy(), outline=(255, 215, 0), width=1)
+        draw.text((box.x + 2, box.y + 1), subject_id, fill=(255, 215, 0))
+    for subject_id, box in found.items():
+        draw.rectangle(box.to_xyxy(), outline=(0, 220, 255), width=2)
+        draw.text((box.x + 2, box.y + box.h - 11), subject_id, fill=(0, 220, 255))
     return canvas

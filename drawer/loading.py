@@ -109,7 +109,10 @@ def _component_kwargs(preset: ModelPreset, dtype: torch.dtype) -> dict[str, Any]
 
     kwargs: dict[str, Any] = {"dtype": dtype}
     if preset.vae:
-        kwargs["vae"] = AutoencoderKL.from_pretrained(preset.vae, dtype=dtype)
+        if is_single_file(preset.vae):
+            kwargs["vae"] = AutoencoderKL.from_single_file(preset.vae, dtype=dtype)
+        else:
+            kwargs["vae"] = AutoencoderKL.from_pretrained(preset.vae, dtype=dtype)
     if preset.ip_adapter and preset.image_encoder:
         encoder_kwargs: dict[str, Any] = {"dtype": dtype}
         if preset.image_encoder_subfolder:

@@ -141,5 +141,13 @@ def test_edit_strength_below_one_pins_the_whole_picture_first(tiny_drawer: Drawe
     assert pinned.until_step == 2 and bool((pinned.mask == 1).all())
     assert kept.until_step == settings.steps and kept.clean_at_end
     assert torch.equal(kept.mask, 1 - regenerate)
+    tiny_drawer.pipe.scheduler.set_timesteps(settings.steps)
+    latents = torch.randn(1, 4, 32, 48)
+    last = kept(settings.steps - 1, latents)
+    keep = kept.mask.bool().expand_as(latents)
+    assert torch.equal(last[keep], kept.target.expand_as(latents)[keep]), "the kept region ends on the old latents"
+    assert torch.equal(last[~keep], latents[~keep])
+    middle = kept(0, latents)
+    assert not torch.equal(middle[keep], latents[keep]) and torch.equal(middle[~keep], latents[~keep])
     (full,) = edit_blends(tiny_drawer.pipe, _edit_job(png("blue")).plan, settings, previous, noise)[0]
     assert full.until_step == settings.steps
