@@ -140,6 +140,40 @@ def random_ip_adapter_state_dict(unet: UNet2DConditionModel, image_embed_dim: in
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
 
 
+def random_ip_adapter_plus_state_dict(
+    unet: UNet2DConditionModel, image_hidden_dim: int = 32, num_queries: int = 16
+) -> dict:
+    """An IP-Adapter-Plus state dict (Resampler image projection, original key names), random weights."""
+    cross_dim = unet.config.cross_attention_dim
+    hidden, inner, depth = image_hidden_dim, 64, 4  # one 64-wide head: the loader infers heads = to_q rows / 64
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape) / shape[-1] ** 0.5
+
+    image_proj: dict[str, torch.Tensor] = {
+        "latents": rand(1, num_queries, hidden),
+        "proj_in.weight": rand(hidden, image_hidden_dim),
+        "proj_in.bias": torch.zeros(hidden),
+        "proj_out.weight": rand(cross_dim, hidden),
+        "proj_out.bias": torch.zeros(cross_dim),
+        "norm_out.weight": torch.ones(cross_dim),
+        "norm_out.bias": torch.zeros(cross_dim),
+    }
+    for i in range(depth):
+        for norm in ("norm1", "norm2"):
+            image_proj[f"layers.{i}.0.{norm}.weight"] = torch.ones(hidden)
+            image_proj[f"layers.{i}.0.{norm}.bias"] = torch.zeros(hidden)
+        image_proj[f"layers.{i}.0.to_q.weight"] = rand(inner, hidden)
+        image_proj[f"layers.{i}.0.to_kv.weight"] = rand(2 * inner, hidden)
+        image_proj[f"layers.{i}.0.to_out.weight"] = rand(hidden, inner) * 0.1
+        image_proj[f"layers.{i}.1.0.weight"] = torch.ones(hidden)
+        image_proj[f"layers.{i}.1.0.bias"] = torch.zeros(hidden)
+        image_proj[f"layers.{i}.1.1.weight"] = rand(4 * hidden, hidden)
+        image_proj[f"layers.{i}.1.3.weight"] = rand(hidden, 4 * hidden) * 0.1
+    ip_adapter = random_ip_adapter_state_dict(unet)["ip_adapter"]
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
 def _hidden_size_of(unet: UNet2DConditionModel, processor_name: str) -> int:
     module_path = processor_name.removesuffix(".processor")
     attn = unet.get_submodule(module_path)
@@ -161,14 +195,19 @@ def tiny_sd15_unet() -> UNet2DConditionModel:
     )
 
 
-def build_tiny_sd15(with_ip_adapter: bool = True, seed: int = TINY_SEED) -> StableDiffusionPipeline:
-    """SD1.5-shaped pipeline: 2-level UNet, VAE factor 2, 32-wide CLIP text encoder (float32, CPU)."""
+def build_tiny_sd15(
+    with_ip_adapter: bool = True, seed: int = TINY_SEED, plus: bool = False
+) -> StableDiffusionPipeline:
+    """SD1.5-shaped pipeline: 2-level UNet, VAE factor 2, 32-wide CLIP text encoder (float32, CPU). `plus`
+    loads an IP-Adapter-Plus (Resampler, 16 tokens from the encoder's penultimate hidden states)."""
     torch.manual_seed(seed)
     unet = tiny_sd15_unet()
     vae = _vae()
     text_encoder = CLIPTextModel(_text_config())
     image_encoder, feature_extractor = _image_encoder()
     ip_state = random_ip_adapter_state_dict(unet)
+    if plus:
+        ip_state = random_ip_adapter_plus_state_dict(unet)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -107,3 +107,18 @@ def test_prerender_is_one_batch_and_no_guidance_works(
     result = tiny_sdxl_drawer.draw(job)
     assert sizes == [2], "both subjects pre-rendered in one batch"
     assert result.width == 96
+
+
+def test_ip_adapter_plus_end_to_end(tiny_drawer: Drawer) -> None:
+    """The Plus variant (Resampler, penultimate CLIP hidden states), as the sd15/sdxl presets load it."""
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+    from drawer.tiny import build_tiny_sd15
+
+    pipe = build_tiny_sd15(plus=True)
+    assert isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], IPAdapterPlusImageProjection)
+    drawer = DrawerClass(pipe, tiny_drawer.preset)
+    job = DrawJob(plan=two_subject_plan(), references={"1": png("red"), "2": png("blue")}, settings=fast_settings())
+    with_refs = drawer.draw(job)
+    without = drawer.draw(job.model_copy(update={"references": {}}))
+    assert with_refs.image != without.image
