@@ -49,7 +49,7 @@ def two_subject_plan(height: int = 64, width: int = 96) -> TurnPlan:
     )
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _single_torch_thread() -> object:
     """Tiny models are dominated by threading overhead (and CI shares 2 cores): one thread is faster."""
     import torch

@@ -277,3 +277,49 @@ def test_refine_from_step_zero_equals_stock_global_prompt(tiny_drawer: Drawer) -
     assert np.abs(ours - np.asarray(image).astype(np.int16)).max() <= 1
     regional = _pixels(tiny_drawer.draw(DrawJob(plan=plan, settings=fast_settings(seed=4, subject_init=False))).image)
     assert np.abs(regional - ours).max() > 1
+
+
+@pytest.mark.parametrize("which", ["tiny_drawer", "tiny_sdxl_drawer"])
+def test_layout_grids_match_the_unet_on_odd_latent_sizes(which: str, request: pytest.FixtureRequest) -> None:
+    """Latents of 23x37 (odd sides: the UNet's downsampling rounds up) — every attention call finds its weights."""
+    pipe = request.getfixturevalue(which).pipe
+    unet = pipe.unet
+    height, width = 23, 37  # a "canvas" in latent pixels (VAE factor 1 here)
+    cross = unet.config.cross_attention_dim
+    gen = torch.Generator().manual_seed(0)
+    image = RegionImage(boxes=[Box(x=3, y=2, w=15, h=17)], background_row=0, subject_rows=[1], reference_index=[0])
+    ctx = build_regional_context(
+        [image],
+        torch.randn(2, 77, cross, generator=gen),
+        height=height,
+        width=width,
+        grids=pa.unet_grids(unet, height, width, 1),
+        fuse_scale=(1.2, 0.0),
+        global_weight=0.3,
+        img_scale=0.7,
+        guided=True,
+        num_references=1,
+    )
+    seen: list[int] = []
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]))
+        for name, module in unet.named_modules()
+        if name.endswith("attn2")
+    ]
+    added = {"image_embeds": [torch.randn(2, 1, 32, generator=gen)]}
+    if unet.config.addition_embed_type == "text_time":
+        added.update(text_embeds=torch.randn(2, 32, generator=gen), time_ids=torch.zeros(2, 6))
+    try:
+        with torch.no_grad():
+            out = unet(
+                torch.randn(2, 4, height, width, generator=gen),
+                torch.tensor(500),
+                encoder_hidden_states=torch.randn(2, 77, cross, generator=gen),
+                added_cond_kwargs=added,
+                cross_attention_kwargs={"layout": ctx},
+            ).sample
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert out.shape == (2, 4, height, width)
+    assert seen and set(seen) <= {g.tokens for g in pa.unet_grids(unet, height, width, 1)}
