@@ -84,7 +84,9 @@ DENSE_FRACTION = 0.5
 the others attend only from their support (a subject's box), which keeps the cost proportional to box area."""
 
 
-def _groups(rows: _Rows, grids: list[Grid], device: torch.device, dtype: torch.dtype, dense_only: bool) -> list:
+def _groups(
+    rows: _Rows, grids: list[Grid], device: torch.device, dtype: torch.dtype, dense_only: bool
+) -> list[RowGroup]:
     if not rows.weights:
         return []
     finest = 0
