@@ -13,13 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from evaluation import atomic
 from evaluation.canvas import fit_plan
 from evaluation.executors import AgentExecutor, PlanExecutor, TurnExecutor, TurnInput, TurnOutput
 from evaluation.layout import DialogueLayout, RunLayout
 from evaluation.records import CropRecord, DialogueError, RunManifest, RunSummary, Task, TurnRecord
 from evaluation.resume import finished_prefix, restore_memory
 from evaluation.seeds import shard_items, stable_seed
+from studio import atomic
 from studio.draw import DrawSettings
 from studio.plan import Dialogue, load_dialogues, turn_number
 from studio.protocols import Drawer, HistoryEntry, ImageStore, TurnEngine

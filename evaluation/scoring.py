@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from evaluation import atomic
 from evaluation.layout import DialogueLayout, RunLayout
 from evaluation.metrics import editing as ed
 from evaluation.metrics.clip import TIS_SCALE, ClipScorer
@@ -28,6 +27,7 @@ from evaluation.results import (
     StoryScore,
     TaskScore,
 )
+from studio import atomic
 from studio.geometry import Box
 from studio.plan import Dialogue, PlanItem, TurnPlan, turn_number
 from studio.protocols import LocateTarget

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from studio.atomic import write_bytes
 
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -16,8 +16,8 @@ class ImageNotFound(KeyError):
 
 
 class FileImageStore:
-    """`put` writes to a temporary file in the same folder, fsyncs and renames: a reader never sees a
-    half-written image, and a crash leaves at most a stray temporary file. Ids are the sha256 of the
+    """`put` writes atomically (studio.atomic: temporary file in the same folder, fsync, rename): a reader
+    never sees a half-written image, and a crash leaves at most a stray temporary file. Ids are the sha256 of the
     bytes, so storing the same image twice is a no-op."""
 
     def __init__(self, root: Path) -> None:
@@ -34,17 +34,7 @@ class FileImageStore:
         path = self._path(image_id)
         if path.exists():
             return image_id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes(path, data)
         return image_id
 
     def get(self, image_id: str) -> bytes:

@@ -174,7 +174,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, story_file: Path)
 def test_crash_while_writing_the_picture_leaves_no_done_marker(
     tmp_path: Path, story_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from evaluation import atomic
+    from studio import atomic
 
     real_write = atomic.write_bytes
 

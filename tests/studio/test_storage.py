@@ -92,7 +92,7 @@ def test_image_store_is_atomic_and_content_addressed(tmp_path: Path) -> None:
     store = FileImageStore(tmp_path)
     image_id = store.put(b"png bytes")
     assert store.put(b"png bytes") == image_id and store.get(image_id) == b"png bytes"
-    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{image_id}.png"]  # no temporary left
     with pytest.raises(ImageNotFound):
         store.get("../../etc/passwd")
     with pytest.raises(ImageNotFound):
