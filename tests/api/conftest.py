@@ -3,7 +3,6 @@ events) are tested without models; the real models are exercised in tests/test_e
 
 from __future__ import annotations
 
-import io
 import struct
 import threading
 import time
@@ -13,10 +12,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from api.app import create_app
-from studio.draw import DrawJob, DrawResult, SubjectCrop
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.protocols import EmitEvent, StepCallback, TurnContext, TurnOutcome
@@ -25,12 +22,9 @@ from studio.settings import Settings
 from studio.storage.database import Database
 from studio.storage.images import FileImageStore
 from studio.turn_steps import build_draw_job, draw_and_memorize
+from tests.agents.fakes import FakeDrawer, png
 
-
-def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
+__all__ = ["FakeDrawer", "ScriptedEngine", "make_service", "png", "png_bomb", "wait_for_turn"]
 
 
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
@@ -46,39 +40,6 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
-
-
-class FakeDrawer:
-    """Draws a flat image of the plan's size; every planned subject is 'found' with a crop."""
-
-    def __init__(self) -> None:
-        self.jobs: list[DrawJob] = []
-
-    def draw(
-        self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
-    ) -> DrawResult:
-        self.jobs.append(job)
-        for step in range(1, 4):
-            if on_step:
-                on_step(step, 3)
-        shade = (len(self.jobs) * 40) % 255
-        crops = {
-            item.subject_id: SubjectCrop(
-                subject_id=item.subject_id,
-                found=True,
-                box=item.box,
-                score=0.9,
-                crop=png(8, 8, (shade, int(item.subject_id[0]), 0)),
-            )
-            for item in job.plan.items
-        }
-        return DrawResult(
-            image=png(job.plan.width, job.plan.height, (shade, 0, 0)),
-            width=job.plan.width,
-            height=job.plan.height,
-            seed=job.settings.seed or 0,
-            crops=crops,
-        )
 
 
 class ScriptedEngine:
