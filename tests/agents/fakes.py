@@ -15,7 +15,7 @@ from studio.subjects import Subject
 from studio.turns import TurnRequest
 
 
-def png(width: int, height: int, color: tuple[int, int, int]) -> bytes:
+def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
     return buffer.getvalue()
