@@ -15,7 +15,7 @@ from PIL import Image
 from drawer.batches import main_batch, prerender_inputs
 from drawer.conditioning import encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
-from drawer.images import debug_overlay, decode_image, png_bytes
+from drawer.images import decode_image, png_bytes
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
 from drawer.parallel_attention import install_parallel_attention
@@ -91,9 +91,7 @@ class Drawer:
     def _draw(self, job: DrawJob, on_step: StepCallback | None, cancel: threading.Event | None) -> DrawResult:
         timer = Timer()
         plan, settings = job.plan, job.settings
-        check_job(
-            job, max_side=self.preset.max_side, size_factor=self.vae_scale_factor, max_subjects=self.max_subjects
-        )
+        check_job(job, max_side=self.preset.max_side, size_factor=self.vae_scale_factor, max_subjects=self.max_subjects)
         seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**63)
         with timer.stage("decode_inputs"):
             references = {
@@ -143,8 +141,6 @@ class Drawer:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
         with timer.stage("locate"):
             crops = self.locator.locate(image, locate_targets(plan)) if plan.items else {}
-        planned = {item.subject_id: item.box for item in plan.items}
-        found = {sid: crop.box for sid, crop in crops.items() if crop.found and crop.box is not None}
         return DrawResult(
             image=png_bytes(image),
             width=image.width,
@@ -152,7 +148,6 @@ class Drawer:
             seed=seed,
             crops=crops,
             timings=timer.timings,
-            debug_image=png_bytes(debug_overlay(image, planned, found)) if plan.items else None,
         )
 
     def _use_scheduler(self, name: str) -> None:

@@ -46,18 +46,3 @@ def square_pad(image: Image.Image, fill: tuple[int, int, int] = NEUTRAL_GREY) ->
     canvas = Image.new("RGB", (side, side), fill)
     canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     return canvas
-
-
-def debug_overlay(image: Image.Image, planned: dict[str, Box], found: dict[str, Box]) -> Image.Image:
-    """The picture with planned boxes (yellow, thin) and found boxes (cyan) and ids."""
-    from PIL import ImageDraw
-
-    canvas = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(canvas)
-    for subject_id, box in planned.items():
-        draw.rectangle(box.to_xyxy(), outline=(255, 215, 0), width=1)
-        draw.text((box.x + 2, box.y + 1), subject_id, fill=(255, 215, 0))
-    for subject_id, box in found.items():
-        draw.rectangle(box.to_xyxy(), outline=(0, 220, 255), width=2)
-        draw.text((box.x + 2, box.y + box.h - 11), subject_id, fill=(0, 220, 255))
-    return canvas

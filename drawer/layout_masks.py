@@ -42,9 +42,7 @@ def downsampled_side(side: int, padding: int = 1, kernel: int = 3, stride: int =
     return math.floor((side + 2 * padding - kernel) / stride) + 1
 
 
-def attention_grids(
-    height: int, width: int, vae_factor: int, levels: int, downsample_padding: int = 1
-) -> list[Grid]:
+def attention_grids(height: int, width: int, vae_factor: int, levels: int, downsample_padding: int = 1) -> list[Grid]:
     """The token grid of every UNet level for a canvas, from the latent grid down."""
     if height % vae_factor or width % vae_factor:
         raise ValueError(f"canvas {width}x{height} is not a multiple of the VAE factor {vae_factor}")

@@ -80,9 +80,7 @@ def _crop_mask(crop: SubjectCrop, height: int, width: int) -> np.ndarray | None:
     return None
 
 
-def make_collage(
-    cutouts: list[tuple[str, Image.Image, np.ndarray, Box]], height: int, width: int
-) -> Collage:
+def make_collage(cutouts: list[tuple[str, Image.Image, np.ndarray, Box]], height: int, width: int) -> Collage:
     """Paste each (id, pre-render, mask, target box) cut-out, aspect kept and centred, into its target box on a
     neutral grey canvas. Larger boxes go first, so smaller (usually nearer) subjects stay visible."""
     canvas = Image.new("RGB", (width, height), NEUTRAL_GREY)

@@ -195,9 +195,7 @@ def tiny_sd15_unet() -> UNet2DConditionModel:
     )
 
 
-def build_tiny_sd15(
-    with_ip_adapter: bool = True, seed: int = TINY_SEED, plus: bool = False
-) -> StableDiffusionPipeline:
+def build_tiny_sd15(with_ip_adapter: bool = True, seed: int = TINY_SEED, plus: bool = False) -> StableDiffusionPipeline:
     """SD1.5-shaped pipeline: 2-level UNet, VAE factor 2, 32-wide CLIP text encoder (float32, CPU). `plus`
     loads an IP-Adapter-Plus (Resampler, 16 tokens from the encoder's penultimate hidden states)."""
     torch.manual_seed(seed)

@@ -47,15 +47,13 @@ class PresetDrawer:
         self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
     ) -> DrawResult:
         result = self.drawer(job.settings.preset).draw(job, on_step=on_step, cancel=cancel)
-        if result.debug_image is None:
-            from PIL import Image
-            from vision.debug import draw_debug
+        if result.debug_image is not None or not job.plan.items:
+            return result
+        from studio.images import decode_image
+        from vision.debug import draw_debug
 
-            from studio.images import decode_image
-
-            image: Image.Image = decode_image(result.image)
-            result = result.model_copy(update={"debug_image": draw_debug(image, job.plan, result.crops)})
-        return result
+        picture = draw_debug(decode_image(result.image), job.plan, result.crops)
+        return result.model_copy(update={"debug_image": picture})
 
 
 def build_engine(settings: Settings, drawer: Drawer, images: FileImageStore) -> TurnEngine:

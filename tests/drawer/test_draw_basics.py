@@ -29,7 +29,6 @@ def test_draw_returns_png_seed_timings_steps_and_crops(tiny_drawer: Drawer) -> N
     assert steps and steps[-1][0] == steps[-1][1]
     assert [s for s, _ in steps] == sorted(s for s, _ in steps)
     assert set(result.crops) == {"1", "2"} and all(crop.found for crop in result.crops.values())
-    assert result.debug_image is not None and Image.open(io.BytesIO(result.debug_image)).size == (96, 64)
     again = tiny_drawer.draw(job.model_copy(update={"settings": fast_settings(seed=result.seed)}))
     assert again.image == result.image
 
