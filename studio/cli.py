@@ -180,8 +180,10 @@ def chat(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where images, data and summary.json go")] = Path("demo-output"),
-    steps: Annotated[int, typer.Option(help="denoising steps per turn")] = 12,
-    size: Annotated[int, typer.Option(help="canvas side in pixels (multiple of 8)")] = 256,
+    steps: Annotated[int, typer.Option(help="denoising steps per turn")] = 10,
+    size: Annotated[
+        int | None, typer.Option(help="canvas side in pixels (multiple of 8); default by preset: tiny 128, SD1.5 512")
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="model preset (default from settings: tiny)")] = None,
     turns: Annotated[int, typer.Option(help="how many turns of the scripted dialogue to run")] = len(DEMO_DIALOGUE),
 ) -> None:
@@ -203,6 +205,9 @@ def demo(
         }
     )
     preset_name = preset or settings.default_preset
+    kind = settings.preset(preset_name).kind
+    # the tiny models' VAE downsamples only 2x: 128 px already means 64x64 latents
+    size = size or {"tiny": 128, "tiny-sdxl": 128, "sd15": 512}.get(kind, 1024)
     draw = DrawSettings(
         preset=preset_name,
         steps=steps,
