@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import studio
 from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
-from api.metrics import Metrics
+from api.metrics import Metrics, MetricsMiddleware
 from studio.service import TurnService
 from studio.settings import Settings
 from studio.turns import TurnEvent
@@ -60,15 +59,7 @@ def create_app(settings: Settings | None = None, service: TurnService | None = N
     for module in (routes_sessions, routes_turns, routes_subjects, routes_images):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

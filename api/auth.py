@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from studio.service import TurnService
 
 LOCAL_TENANT = "local"
-_bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -22,15 +22,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def get_service(request: Request) -> TurnService:
+async def get_service(request: Request) -> TurnService:
     return request.app.state.service
 
 
-def current_tenant(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-) -> str:
-    service: TurnService = request.app.state.service
+def tenant_of(service: TurnService, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The tenant the request acts for; 401 without a valid key (unless auth is off, loopback only)."""
     if not service.settings.auth.enabled:
         return LOCAL_TENANT
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -43,3 +40,10 @@ def current_tenant(
             status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
     return tenant
+
+
+def current_tenant(
+    service: TurnService = Depends(get_service),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> str:
+    return tenant_of(service, credentials)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
 
-from api.auth import current_tenant, get_service
+from api.auth import bearer, current_tenant, get_service, tenant_of
 from studio.service import RequestRejected, TurnService
 from studio.turns import Session, SessionCreate
 
@@ -12,10 +13,13 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 def owned_session(
-    session_id: str, tenant: str = Depends(current_tenant), service: TurnService = Depends(get_service)
+    session_id: str,
+    service: TurnService = Depends(get_service),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> Session:
-    """The session if it belongs to the caller's tenant; otherwise 404 (never 403: existence is not revealed)."""
-    session = service.db.get_session(session_id, tenant=tenant)
+    """The session if it belongs to the caller's tenant; otherwise 404 (never 403: existence is not revealed).
+    Authentication and the ownership lookup share one worker-thread hop."""
+    session = service.db.get_session(session_id, tenant=tenant_of(service, credentials))
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id} not found")
     return session
