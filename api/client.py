@@ -242,6 +242,9 @@ class StudioClient:
     def list_turns(self, session_id: str) -> list[Turn]:
         return self._do(_Call("GET", f"/v1/sessions/{session_id}/turns", parse=list[Turn]))
 
+    def cancel_turn(self, session_id: str, index: int) -> Turn:
+        return self._do(_Call("POST", f"/v1/sessions/{session_id}/turns/{index}/cancel", parse=Turn))
+
     def events(self, session_id: str, after: int = 0, timeout: float | None = None) -> Iterator[TurnEvent]:
         """Follow the session's event stream (replays stored events after `after` first)."""
         with self._http.stream(
@@ -362,6 +365,9 @@ class AsyncStudioClient:
 
     async def list_turns(self, session_id: str) -> list[Turn]:
         return await self._do(_Call("GET", f"/v1/sessions/{session_id}/turns", parse=list[Turn]))
+
+    async def cancel_turn(self, session_id: str, index: int) -> Turn:
+        return await self._do(_Call("POST", f"/v1/sessions/{session_id}/turns/{index}/cancel", parse=Turn))
 
     async def events(self, session_id: str, after: int = 0, timeout: float | None = None) -> AsyncIterator[TurnEvent]:
         async with self._http.stream(

@@ -63,6 +63,20 @@ def get_turn(
     return with_urls(turn)
 
 
+@router.post("/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED)
+def cancel_turn(
+    index: int, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
+) -> Turn:
+    """Cancel a queued or running turn (a drawing turn stops between two denoising steps). 409 when the
+    turn has already finished."""
+    turn = service.db.get_turn(session.id, index)
+    if turn is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"turn {index} not found in session {session.id}")
+    if not service.cancel_turn(turn):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"turn {index} has already finished ({turn.status})")
+    return with_urls(turn)
+
+
 @router.get("/events")
 async def events(
     request: Request,

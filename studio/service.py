@@ -51,6 +51,8 @@ class TurnService:
             self._schedule(session_id)
 
     def close(self, wait: bool = True) -> None:
+        """Stop taking work; running turns stop between two steps and stay unfinished, to be resumed
+        by the next process (the engine continues from its checkpoint)."""
         self._closed = True
         for event in list(self._cancel.values()):
             event.set()
@@ -99,20 +101,33 @@ class TurnService:
         self._pool.submit(self._drain, session_id)
 
     def _drain(self, session_id: str) -> None:
-        while True:
-            turn = self.db.next_unfinished_turn(session_id)
-            if turn is None:
-                with self._lock:
-                    # a turn submitted between the query and here would otherwise wait forever
-                    if self.db.next_unfinished_turn(session_id) is None:
-                        self._active.discard(session_id)
-                        return
-                continue
-            if self._closed:
-                with self._lock:
-                    self._active.discard(session_id)
-                return
-            self._run(turn)
+        try:
+            while not self._closed:
+                turn = self.db.next_unfinished_turn(session_id)
+                if turn is None:
+                    with self._lock:
+                        # a turn submitted between the query and here would otherwise wait forever
+                        if self.db.next_unfinished_turn(session_id) is None:
+                            return
+                    continue
+                try:
+                    self._run(turn)
+                except Exception:
+                    # not even the failure could be recorded (e.g. the session was deleted meanwhile);
+                    # stop rather than spin: a later submit or a restart picks the session up again
+                    log.exception("turn %s of session %s could not be finished", turn.id, session_id)
+                    return
+        finally:
+            with self._lock:
+                self._active.discard(session_id)
+
+    def cancel_turn(self, turn: Turn) -> bool:
+        """Ask a queued or running turn to stop; it ends `failed` with reason "cancelled" (a running
+        drawer stops between two steps). Returns False when the turn had already finished."""
+        if turn.status.finished:
+            return False
+        self._cancel.setdefault(turn.id, threading.Event()).set()
+        return True
 
     # --- one turn -------------------------------------------------------------------------------------
 
@@ -123,6 +138,8 @@ class TurnService:
         cancel = self._cancel.setdefault(turn.id, threading.Event())
         started = time.perf_counter()
         try:
+            if cancel.is_set():
+                raise DrawCancelled
             ctx = self._context(session, turn)
             # the engine announces its stages ("planning", "drawing"); the turn's status follows them
             status_of = {"planning": TurnStatus.PLANNING, "drawing": TurnStatus.DRAWING}
@@ -140,6 +157,8 @@ class TurnService:
         except (DrawError, ValidationError, ValueError) as exc:
             self._fail(turn, _reason(exc))
         except DrawCancelled:
+            if self._closed:
+                return  # shutting down: the turn stays unfinished and resumes on the next start
             self._fail(turn, "cancelled")
         except Exception as exc:  # a failing turn must leave the session usable
             log.exception("turn %s failed", turn.id)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
-from studio.protocols import EmitEvent, StepCallback, TurnContext, TurnOutcome
+from studio.protocols import DrawCancelled, EmitEvent, StepCallback, TurnContext, TurnOutcome
 from studio.service import TurnService
 from studio.settings import Settings
 from studio.storage.database import Database
@@ -62,6 +62,8 @@ class ScriptedEngine:
     ) -> TurnOutcome:
         self.started.append((ctx.session_id, ctx.turn_index, time.monotonic()))
         self.hold.wait(10)
+        if cancel is not None and cancel.is_set():
+            raise DrawCancelled
         if ctx.request.plan is not None:
             plan = ctx.request.plan
         else:

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import UnsafeConfiguration, create_app
-from studio.turns import TurnRequest, TurnStatus
+from studio.draw import DrawSettings
+from studio.turns import Turn, TurnRequest, TurnStatus
 from tests.api.conftest import make_service, png, png_bomb, wait_for_turn
 
 
@@ -211,14 +212,7 @@ def test_metrics_count_finished_turns(client: TestClient, keys: dict) -> None:
 
 def test_unfinished_turns_are_resumed_by_a_new_process(tmp_path: Path) -> None:
     first, _ = make_service(tmp_path)
-    session = first.db.create_session(
-        "t",
-        "",
-        64,
-        96,
-        first.settings.model_fields["default_preset"]
-        and __import__("studio.draw", fromlist=["DrawSettings"]).DrawSettings(),
-    )
+    session = first.db.create_session("t", "", 64, 96, DrawSettings())
     turn, _ = first.db.create_turn(session.id, TurnRequest(message="a girl"), None)
     first.db.set_turn_status(turn.id, TurnStatus.DRAWING)  # the process died while drawing
     first.close()
@@ -239,3 +233,66 @@ def test_auth_cannot_be_switched_off_off_loopback(tmp_path: Path) -> None:
     local, _ = make_service(tmp_path / "local", host="127.0.0.1", auth={"enabled": False})
     with TestClient(create_app(service=local)) as client:
         assert client.get("/v1/sessions").status_code == 200
+
+
+def test_cancel_a_queued_turn_and_409_for_a_finished_one(client: TestClient, keys: dict, service: tuple) -> None:
+    engine = service[1]
+    engine.hold.clear()
+    session_id = new_session(client, keys["a"])
+    url = f"/v1/sessions/{session_id}/turns"
+    client.post(url, json={"message": "first"}, headers=keys["a"])
+    client.post(url, json={"message": "second"}, headers=keys["a"])
+    assert client.post(f"{url}/2/cancel", headers=keys["a"]).status_code == 202
+    assert client.post(f"{url}/2/cancel", headers=keys["b"]).status_code == 404
+    engine.hold.set()
+    assert wait_for_turn(client, keys["a"], session_id, 1)["status"] == "done"
+    cancelled = wait_for_turn(client, keys["a"], session_id, 2)
+    assert cancelled["status"] == "failed" and cancelled["error"] == "cancelled"
+    assert [i for s, i, _ in engine.started if s == session_id] == [1]  # the cancelled turn never ran
+    assert client.post(f"{url}/1/cancel", headers=keys["a"]).status_code == 409
+    assert client.post(f"{url}/9/cancel", headers=keys["a"]).status_code == 404
+
+
+def test_shutdown_leaves_a_running_turn_unfinished_and_the_next_process_finishes_it(tmp_path: Path) -> None:
+    first, engine = make_service(tmp_path)
+    engine.hold.clear()
+    session = first.db.create_session("t", "", 64, 96, DrawSettings())
+    first.submit_turn(session, TurnRequest(message="a girl"))
+    deadline = time.monotonic() + 10
+    while not engine.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.close(wait=False)  # e.g. SIGTERM while the turn is being drawn
+    engine.hold.set()
+    time.sleep(0.3)
+    assert first.db.get_turn(session.id, 1).status not in (TurnStatus.DONE, TurnStatus.FAILED)
+    second, _ = make_service(tmp_path)
+    second.start()
+    deadline = time.monotonic() + 10
+    while second.db.get_turn(session.id, 1).status != TurnStatus.DONE and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert second.db.get_turn(session.id, 1).status == TurnStatus.DONE
+    second.close()
+
+
+def test_a_turn_whose_failure_cannot_be_recorded_does_not_block_its_session(
+    client: TestClient, keys: dict, service: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = service[0]
+    real_fail = svc._fail
+    calls = []
+
+    def database_down_once(turn: Turn, reason: str) -> None:
+        calls.append(reason)
+        if len(calls) == 1:
+            raise ConnectionError("database unavailable")
+        return real_fail(turn, reason)
+
+    monkeypatch.setattr(svc, "_fail", database_down_once)
+    session_id = new_session(client, keys["a"])
+    url = f"/v1/sessions/{session_id}/turns"
+    client.post(url, json={"message": "please fail"}, headers=keys["a"])
+    time.sleep(0.3)  # the failure could not be written: the turn stays unfinished
+    client.post(url, json={"message": "a girl"}, headers=keys["a"])
+    first = wait_for_turn(client, keys["a"], session_id, 1)
+    assert first["status"] == "failed" and "scripted planner failure" in first["error"]  # retried, recorded
+    assert wait_for_turn(client, keys["a"], session_id, 2)["status"] == "done"
