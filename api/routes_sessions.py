@@ -38,7 +38,7 @@ def create_session(
 @router.get("", response_model=list[Session])
 def list_sessions(
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
     tenant: str = Depends(current_tenant),
     service: TurnService = Depends(get_service),
 ) -> list[Session]:

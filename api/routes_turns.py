@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
 from sse_starlette.sse import EventSourceResponse
 
 from api.auth import get_service
@@ -14,6 +15,8 @@ from studio.service import RequestRejected, TurnService
 from studio.turns import Session, Turn, TurnEvent, TurnRequest
 
 router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"])
+MAX_INT = 2**31 - 1
+TurnIndex = Annotated[int, Path(ge=1, le=MAX_INT, description="the turn's number in its session, from 1")]
 
 
 def with_urls(turn: Turn) -> Turn:
@@ -55,7 +58,7 @@ def list_turns(session: Session = Depends(owned_session), service: TurnService =
 
 @router.get("/turns/{index}", response_model=Turn)
 def get_turn(
-    index: int, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
+    index: TurnIndex, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
 ) -> Turn:
     turn = service.db.get_turn(session.id, index)
     if turn is None:
@@ -65,7 +68,7 @@ def get_turn(
 
 @router.post("/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED)
 def cancel_turn(
-    index: int, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
+    index: TurnIndex, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
 ) -> Turn:
     """Cancel a queued or running turn (a drawing turn stops between two denoising steps). 409 when the
     turn has already finished."""
@@ -82,8 +85,8 @@ async def events(
     request: Request,
     session: Session = Depends(owned_session),
     service: TurnService = Depends(get_service),
-    after: int = Query(0, ge=0, description="replay events with a sequence number above this"),
-    last_event_id: int | None = Header(default=None),
+    after: int = Query(0, ge=0, le=MAX_INT, description="replay events with a sequence number above this"),
+    last_event_id: int | None = Header(default=None, ge=0, le=MAX_INT),
 ) -> EventSourceResponse:
     """Server-Sent Events of the session: queued, planning, planned, revised, drawing, step, done, failed.
     Stored events after `after` (or `Last-Event-ID`) are replayed first, then live ones follow."""

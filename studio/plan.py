@@ -24,7 +24,9 @@ class PlanItem(BaseModel):
     phrase: str = Field(min_length=1, max_length=300)
     box: Box
     name: str | None = Field(
-        default=None, description="noun to detect; defaults to the phrase's text before the first comma"
+        default=None,
+        max_length=100,
+        description="noun to detect; defaults to the phrase's text before the first comma",
     )
 
     @field_validator("subject_id", mode="before")
@@ -36,7 +38,7 @@ class PlanItem(BaseModel):
     def detection_name(self) -> str:
         if self.name:
             return self.name
-        return self.phrase.split(",", 1)[0].strip()
+        return self.phrase.split(",", 1)[0].strip()[:100] or self.phrase[:100]
 
 
 class EditSpec(BaseModel):

@@ -41,6 +41,7 @@ class TurnService:
         self._active: set[str] = set()
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
+        self._emit_lock = threading.Lock()
         self._closed = False
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -83,8 +84,14 @@ class TurnService:
 
     def submit_turn(self, session: Session, request: TurnRequest, idempotency_key: str | None = None) -> Turn:
         settings = request.settings or session.settings
+        if request.settings is not None:
+            self.check_canvas(session.height, session.width, settings.preset)
         if request.plan is not None:
             self.check_plan(request.plan, settings.preset)
+            if request.plan.edit is not None and not any(
+                t.status == TurnStatus.DONE for t in self.db.list_turns(session.id)
+            ):
+                raise RequestRejected("an editing plan needs an earlier finished turn whose image it keeps")
         turn, created = self.db.create_turn(session.id, request, idempotency_key)
         if created:
             self._emit(turn, "queued", {})
@@ -228,16 +235,18 @@ class TurnService:
         self._emit(turn, "failed", {"reason": reason})
 
     def _emit(self, turn: Turn, event_type: EventType, data: dict[str, Any]) -> None:
-        stored = self.db.append_event(
-            turn.session_id,
-            TurnEvent(type=event_type, session_id=turn.session_id, turn_id=turn.id, turn_index=turn.index, data=data),
+        event = TurnEvent(
+            type=event_type, session_id=turn.session_id, turn_id=turn.id, turn_index=turn.index, data=data
         )
-        self.bus.publish(stored)
+        # numbering and publishing under one lock: live listeners see events in sequence order, so a stream
+        # that skips what it has already sent never skips an event it has not
+        with self._emit_lock:
+            self.bus.publish(self.db.append_event(turn.session_id, event))
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "invalid plan: " + "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:5]
+            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "") + err["msg"] for err in exc.errors()[:5]
         )
     return str(exc)

@@ -7,11 +7,12 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-SUBJECT_ID_PATTERN = re.compile(r"^[1-9][0-9]*(-[1-9][0-9]*)?$")
+SUBJECT_ID_PATTERN = re.compile(r"^[1-9][0-9]{0,5}(-[1-9][0-9]{0,5})?$")
 
 
 def validate_subject_id(value: str | int) -> str:
-    """Subject ids are "1", "2", … and components "1-1", "1-2", …; ints are accepted and kept as text."""
+    """Subject ids are "1", "2", … and components "1-1", "1-2", … (at most six digits a part); ints are
+    accepted and kept as text."""
     text = str(value).strip()
     if not SUBJECT_ID_PATTERN.match(text):
         raise ValueError(f"subject id {value!r} must look like '1' or, for a component, '1-1'")

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
 from studio.storage import schema
-from studio.subjects import Subject
+from studio.subjects import ReferenceSource, Subject
 from studio.turns import CropView, Session, Turn, TurnEvent, TurnRequest, TurnStatus
 
 KEY_PREFIX = "sk-studio-"
@@ -256,6 +256,7 @@ class Database:
         with self.tx() as conn:
             for stored_id, kind in image_ids.items():
                 _insert_image(conn, stored_id, turn.session_id, tenant, kind)
+            memory = _keep_concurrent_uploads(conn, turn.session_id, memory)
             conn.execute(delete(schema.subjects).where(schema.subjects.c.session_id == turn.session_id))
             if memory:
                 conn.execute(
@@ -344,6 +345,29 @@ class Database:
         with self.tx() as conn:
             rows = conn.execute(query).mappings().all()
         return [TurnEvent.model_validate(dict(row)) for row in rows]
+
+
+def _keep_concurrent_uploads(conn: Connection, session_id: str, memory: list[Subject]) -> list[Subject]:
+    """The turn's memory, merged with the rows as they are now: a reference uploaded while the turn ran
+    wins over the turn's crop, and a subject uploaded meanwhile that the turn never knew is kept."""
+    rows = conn.execute(select(schema.subjects.c.data).where(schema.subjects.c.session_id == session_id)).all()
+    stored = {subject.id: subject for subject in (Subject.model_validate(row.data) for row in rows)}
+    merged = {subject.id: subject for subject in memory}
+    for subject_id, current in stored.items():
+        if current.reference_source != ReferenceSource.UPLOAD:
+            continue
+        turn_view = merged.get(subject_id)
+        if turn_view is None:
+            merged[subject_id] = current
+        elif turn_view.reference_image_id != current.reference_image_id:
+            merged[subject_id] = turn_view.model_copy(
+                update={
+                    "reference_image_id": current.reference_image_id,
+                    "reference_source": current.reference_source,
+                    "reference_score": current.reference_score,
+                }
+            )
+    return list(merged.values())
 
 
 def _insert_image(conn: Connection, image_id: str, session_id: str, tenant: str, kind: str) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from api.app import UnsafeConfiguration, create_app
 from studio.draw import DrawSettings
-from studio.turns import Turn, TurnRequest, TurnStatus
+from studio.turns import Turn, TurnEvent, TurnRequest, TurnStatus
 from tests.api.conftest import make_service, png, png_bomb, wait_for_turn
 
 
@@ -296,3 +296,69 @@ def test_a_turn_whose_failure_cannot_be_recorded_does_not_block_its_session(
     first = wait_for_turn(client, keys["a"], session_id, 1)
     assert first["status"] == "failed" and "scripted planner failure" in first["error"]  # retried, recorded
     assert wait_for_turn(client, keys["a"], session_id, 2)["status"] == "done"
+
+
+def test_a_reference_uploaded_while_a_turn_runs_survives_that_turn(
+    client: TestClient, keys: dict, service: tuple
+) -> None:
+    engine = service[1]
+    session_id = new_session(client, keys["a"])
+    client.post(f"/v1/sessions/{session_id}/turns", json=plan_body(), headers=keys["a"])
+    wait_for_turn(client, keys["a"], session_id, 1)  # subject 1 now has a crop of turn 1
+    engine.hold.clear()
+    client.post(f"/v1/sessions/{session_id}/turns", json=plan_body(), headers=keys["a"])
+    time.sleep(0.2)  # turn 2 is running with the memory as it was
+    girl = _upload(client, keys["a"], session_id, png(20, 20, (1, 2, 3)), name="a girl").json()
+    cat = _upload(client, keys["a"], session_id, png(20, 20, (4, 5, 6)), name="cat").json()
+    engine.hold.set()
+    assert wait_for_turn(client, keys["a"], session_id, 2)["status"] == "done"
+    subjects = {s["id"]: s for s in client.get(f"/v1/sessions/{session_id}/subjects", headers=keys["a"]).json()}
+    assert girl["id"] == "1" and subjects["1"]["reference_image_id"] == girl["reference_image_id"]
+    assert subjects["1"]["reference_source"] == "upload" and subjects["1"]["refreshed_turn"] == 1
+    assert subjects[cat["id"]]["reference_image_id"] == cat["reference_image_id"]
+
+
+def test_requests_that_would_fail_later_are_refused_up_front(client: TestClient, keys: dict) -> None:
+    session_id = new_session(client, keys["a"])
+    url = f"/v1/sessions/{session_id}/turns"
+    bad_preset = client.post(url, json={"message": "a girl", "settings": {"preset": "nope"}}, headers=keys["a"])
+    assert bad_preset.status_code == 422 and "unknown model preset" in bad_preset.json()["detail"]
+    long_name = plan_body()
+    long_name["plan"]["items"][0]["name"] = "x" * 101
+    assert client.post(url, json=long_name, headers=keys["a"]).status_code == 422
+    long_id = plan_body()
+    long_id["plan"]["items"][0]["subject_id"] = "1" * 17
+    assert client.post(url, json=long_id, headers=keys["a"]).status_code == 422
+    edit = plan_body()
+    edit["plan"]["edit"] = {"regenerate_subject_ids": ["1"]}
+    response = client.post(url, json=edit, headers=keys["a"])
+    assert response.status_code == 422 and "earlier finished turn" in response.json()["detail"]
+    for path in (f"{url}/{10**20}", f"{url}/0", f"/v1/sessions?offset={10**20}"):
+        assert client.get(path, headers=keys["a"]).status_code == 422, path
+    assert client.post(f"{url}/{10**20}/cancel", headers=keys["a"]).status_code == 422
+    assert client.get(url, headers=keys["a"]).json() == []
+
+
+def test_live_listeners_receive_events_in_sequence_order(service: tuple) -> None:
+    import random
+    import threading
+
+    svc = service[0]
+    session = svc.db.create_session("t", "", 64, 64, DrawSettings())
+    turn, _ = svc.db.create_turn(session.id, TurnRequest(message="x"), None)
+    seen: list[int] = []
+
+    def slow_listener(event: TurnEvent) -> None:
+        time.sleep(random.random() / 500)  # a thread may be preempted between numbering and publishing
+        seen.append(event.seq)
+
+    svc.bus.subscribe(session.id, slow_listener)
+    threads = [
+        threading.Thread(target=lambda: [svc._emit(turn, "step", {"step": k, "total": 10}) for k in range(10)])
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == sorted(seen) and len(seen) == 60
