@@ -7,16 +7,21 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from agents import build_engine
+from agents.offline import OfflinePlanner
 from api.app import create_app
 from studio.draw import DrawJob, DrawResult, DrawSettings
-from studio.protocols import StepCallback
+from studio.protocols import DrawCancelled, StepCallback
 from studio.runtime import PresetDrawer, build_service
 from studio.settings import Settings, VisionSettings
+from studio.turns import TurnRequest, TurnStatus
+from tests.agents.fakes import FakeDrawer
 
 SETTINGS = DrawSettings(steps=2, seed=7, prerender_steps=1, subject_init_steps=1, refine_step=1)
 
@@ -131,3 +136,71 @@ def test_an_undecodable_upload_never_reaches_the_drawer_and_bad_plans_fail_clean
     }
     response = client.post(f"/v1/sessions/{session['id']}/turns", json={"plan": too_many}, headers=headers)
     assert response.status_code == 422 and "at most 8" in response.json()["detail"]
+
+
+class CountingPlanner:
+    """The offline planner, counting its subject-manager and layout calls."""
+
+    def __init__(self) -> None:
+        self.inner = OfflinePlanner()
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.inner, name)
+        if callable(attribute):
+
+            def counted(*args: object, **kwargs: object) -> object:
+                self.calls.append(name)
+                return attribute(*args, **kwargs)
+
+            return counted
+        return attribute
+
+
+class BlockingDrawer:
+    """Waits until released, then honours the cancel event like a real drawer between two steps."""
+
+    def __init__(self) -> None:
+        self.inner = FakeDrawer()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def draw(
+        self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
+    ) -> DrawResult:
+        self.started.set()
+        self.release.wait(10)
+        if cancel is not None and cancel.is_set():
+            raise DrawCancelled
+        return self.inner.draw(job, on_step=on_step, cancel=cancel)
+
+
+def test_service_shutdown_mid_draw_resumes_from_the_graph_checkpoint_without_replanning(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    drawer, planner = BlockingDrawer(), CountingPlanner()
+    first = build_service(settings, drawer=drawer)
+    first.engine = build_engine(settings, drawer, first.images, planner=planner)
+    session = first.create_session("t", "", 64, 64, SETTINGS)
+    first.submit_turn(session, TurnRequest(message="a girl and a dog in the park"))
+    assert drawer.started.wait(30)
+    planned_calls = list(planner.calls)
+    assert planned_calls, "the turn was planned before drawing"
+    first.close(wait=False)  # SIGTERM while drawing
+    drawer.release.set()
+    time.sleep(0.3)
+    assert first.db.get_turn(session.id, 1).status == TurnStatus.DRAWING
+    first.engine.close()
+
+    second_planner = CountingPlanner()
+    second = build_service(settings, drawer=drawer.inner)
+    second.engine = build_engine(settings, drawer.inner, second.images, planner=second_planner)
+    second.start()
+    deadline = time.monotonic() + 30
+    while not second.db.get_turn(session.id, 1).status.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    turn = second.db.get_turn(session.id, 1)
+    assert turn.status == TurnStatus.DONE, turn.error
+    assert turn.info.get("resumed") is True
+    assert second_planner.calls == []  # no node before draw ran again
+    assert len(drawer.inner.jobs) == 1 and [s.id for s in second.db.list_subjects(session.id)] == ["1", "2"]
+    second.close()
