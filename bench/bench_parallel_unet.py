@@ -22,10 +22,9 @@ import time
 
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from drawer.parallel_attention import RegionImage, build_regional_context, install_parallel_attention, unet_grids
-from drawer.tiny import _image_encoder, _scheduler, _vae, random_ip_adapter_state_dict, tiny_tokenizer
+from drawer.tiny import build_tiny_sd15
 from studio.geometry import Box
 
 CROSS = 768
@@ -47,36 +46,7 @@ def mid_unet() -> UNet2DConditionModel:
 
 
 def build_pipeline(with_ip_adapter: bool = True) -> StableDiffusionPipeline:
-    torch.manual_seed(0)
-    unet = mid_unet()
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=514,
-            hidden_size=CROSS,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=512,
-            eos_token_id=513,
-        )
-    )
-    encoder, processor = _image_encoder()
-    pipe = StableDiffusionPipeline(
-        vae=_vae(),
-        text_encoder=text,
-        tokenizer=tiny_tokenizer(),
-        unet=unet,
-        scheduler=_scheduler(),
-        safety_checker=None,
-        feature_extractor=processor,
-        image_encoder=encoder,
-        requires_safety_checker=False,
-    )
-    state = random_ip_adapter_state_dict(unet)
-    if with_ip_adapter:
-        pipe.load_ip_adapter(state, subfolder="", weight_name="")
-    return pipe
+    return build_tiny_sd15(with_ip_adapter=with_ip_adapter, seed=0, unet_factory=mid_unet)
 
 
 def grid_boxes(n: int, height: int, width: int) -> list[Box]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,15 +67,15 @@ def tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
 
-def _text_config() -> CLIPTextConfig:
+def _text_config(hidden: int = _TEXT_HIDDEN) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=514,
-        hidden_size=_TEXT_HIDDEN,
+        hidden_size=hidden,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=77,
-        projection_dim=_TEXT_HIDDEN,
+        projection_dim=hidden,
         bos_token_id=_BOS_ID,
         eos_token_id=_EOS_ID,
         pad_token_id=_EOS_ID,
@@ -195,13 +196,20 @@ def tiny_sd15_unet() -> UNet2DConditionModel:
     )
 
 
-def build_tiny_sd15(with_ip_adapter: bool = True, seed: int = TINY_SEED, plus: bool = False) -> StableDiffusionPipeline:
+def build_tiny_sd15(
+    with_ip_adapter: bool = True,
+    seed: int = TINY_SEED,
+    plus: bool = False,
+    unet_factory: Callable[[], UNet2DConditionModel] | None = None,
+) -> StableDiffusionPipeline:
     """SD1.5-shaped pipeline: 2-level UNet, VAE factor 2, 32-wide CLIP text encoder (float32, CPU). `plus`
-    loads an IP-Adapter-Plus (Resampler, 16 tokens from the encoder's penultimate hidden states)."""
+    loads an IP-Adapter-Plus (Resampler, 16 tokens from the encoder's penultimate hidden states).
+    `unet_factory` swaps in another UNet (e.g. a mid-size one for benchmarks); the text encoder follows its
+    cross-attention width."""
     torch.manual_seed(seed)
-    unet = tiny_sd15_unet()
+    unet = (unet_factory or tiny_sd15_unet)()
     vae = _vae()
-    text_encoder = CLIPTextModel(_text_config())
+    text_encoder = CLIPTextModel(_text_config(unet.config.cross_attention_dim))
     image_encoder, feature_extractor = _image_encoder()
     ip_state = random_ip_adapter_state_dict(unet)
     if plus:
