@@ -3,21 +3,7 @@
 from __future__ import annotations
 
 from agents.schemas import PAIRWISE_RELATIONS, SubjectAnalysis
-from studio.subjects import Subject, parent_of, validate_subject_id
-
-
-def id_key(subject_id: str) -> list[int]:
-    return [int(part) for part in subject_id.split("-")]
-
-
-def next_mother_id(taken: set[str]) -> str:
-    mothers = [int(i) for i in taken if "-" not in i]
-    return str(max(mothers, default=0) + 1)
-
-
-def next_component_id(parent_id: str, taken: set[str]) -> str:
-    parts = [int(i.split("-", 1)[1]) for i in taken if parent_of(i) == parent_id]
-    return f"{parent_id}-{max(parts, default=0) + 1}"
+from studio.subjects import Subject, id_key, next_component_id, next_mother_id, parent_of, validate_subject_id
 
 
 def check_analysis(analysis: SubjectAnalysis, memory: list[Subject], max_subjects: int | None = None) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agents.analysis import id_key, next_component_id, next_mother_id
 from agents.planner import SubjectRequest
 from agents.schemas import AttributeUpdate, Relation, SubjectAnalysis, SubjectMention
 from agents.vocabulary import NOUNS, NUMBERS, SCENES, noun, same_kind, singular, words
-from studio.subjects import Subject
+from studio.subjects import Subject, id_key, next_component_id, next_mother_id
 
 MAX_SUBJECTS = 8
 _TOKEN = re.compile(r"[A-Za-z0-9']+|[,.;:!?]")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.analysis import check_analysis, next_mother_id
+from agents.analysis import check_analysis
 from agents.llm import LLMClient
 from agents.planner import CallRecord, SubjectRequest
 from agents.prompts import load_prompt
 from agents.schemas import SubjectAnalysis
+from studio.subjects import next_mother_id
 
 AGENT = "subject_manager"
 HISTORY_TURNS = 8

@@ -8,7 +8,7 @@ from api.auth import get_service
 from api.routes_sessions import owned_session
 from studio.images import ImageRejected, encode_png, sniff_upload
 from studio.service import TurnService
-from studio.subjects import ReferenceSource, Subject, parent_of, validate_subject_id
+from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
 from studio.turns import Session, SubjectView
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/subjects", tags=["subjects"])
@@ -73,5 +73,4 @@ def _resolve_target(memory: list[Subject], name: str, subject_id: str | None) ->
     for subject in memory:
         if subject.name.lower() == name.lower() and not subject.is_component:
             return subject.id
-    mothers = [int(s.id) for s in memory if not s.is_component]
-    return str(max(mothers, default=0) + 1)
+    return next_mother_id({s.id for s in memory})

@@ -8,7 +8,7 @@ from typing import Literal
 from studio.draw import SubjectCrop
 from studio.plan import TurnPlan
 from studio.protocols import ImageStore
-from studio.subjects import ReferenceSource, Subject
+from studio.subjects import ReferenceSource, Subject, id_key
 
 
 def update_memory(
@@ -46,7 +46,7 @@ def update_memory(
                 }
             )
         by_id[current.id] = current
-    return sorted(by_id.values(), key=lambda s: [int(part) for part in s.id.split("-")])
+    return sorted(by_id.values(), key=lambda s: id_key(s.id))
 
 
 def _should_replace(current: Subject, crop: SubjectCrop, refresh: str) -> bool:

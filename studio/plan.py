@@ -17,6 +17,17 @@ DEFAULT_MAX_CANVAS_SIDE = 2048
 _NONE_TEXT = "None"
 
 
+def canvas_side_problem(side: int, max_side: int) -> str | None:
+    """Why `side` cannot be a canvas side (at least 64, a multiple of 8, at most `max_side`), or None."""
+    if side < 64:
+        return "must be at least 64 pixels"
+    if side % 8:
+        return "is not a multiple of 8"
+    if side > max_side:
+        return f"exceeds the maximum of {max_side}"
+    return None
+
+
 class PlanItem(BaseModel):
     """One subject placed in a turn: which subject, what it does here, and where."""
 
@@ -70,12 +81,9 @@ class TurnPlan(BaseModel):
     @classmethod
     def _canvas_side(cls, value: int, info: ValidationInfo) -> int:
         max_side = (info.context or {}).get("max_canvas_side", DEFAULT_MAX_CANVAS_SIDE)
-        if value < 64:
-            raise ValueError("canvas sides must be at least 64 pixels")
-        if value % 8:
-            raise ValueError(f"canvas side {value} is not a multiple of 8")
-        if value > max_side:
-            raise ValueError(f"canvas side {value} exceeds the maximum of {max_side}")
+        problem = canvas_side_problem(value, max_side)
+        if problem:
+            raise ValueError(f"canvas side {value} {problem}")
         return value
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from studio.draw import DrawSettings
 from studio.events import EventBus
-from studio.plan import TurnPlan
+from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import DrawCancelled, DrawError, HistoryEntry, TurnContext, TurnEngine
 from studio.settings import Settings
 from studio.storage.database import Database
@@ -72,10 +72,9 @@ class TurnService:
             raise RequestRejected(str(exc.args[0])) from exc
         limit = min(self.settings.max_canvas_side, preset.max_side)
         for side_name, side in (("height", height), ("width", width)):
-            if side % 8 or side < 64:
-                raise RequestRejected(f"{side_name} {side} must be a multiple of 8 and at least 64")
-            if side > limit:
-                raise RequestRejected(f"{side_name} {side} exceeds the maximum of {limit} for preset {preset_name!r}")
+            problem = canvas_side_problem(side, limit)
+            if problem:
+                raise RequestRejected(f"{side_name} {side} {problem} (preset {preset_name!r})")
 
     def check_plan(self, plan: TurnPlan, preset_name: str) -> None:
         self.check_canvas(plan.height, plan.width, preset_name)

@@ -24,6 +24,23 @@ def parent_of(subject_id: str) -> str | None:
     return subject_id.split("-", 1)[0] if "-" in subject_id else None
 
 
+def id_key(subject_id: str) -> list[int]:
+    """Sort key that orders ids numerically: "2" < "2-1" < "10"."""
+    return [int(part) for part in subject_id.split("-")]
+
+
+def next_mother_id(taken: set[str]) -> str:
+    """The next free subject id after those taken."""
+    mothers = [int(i) for i in taken if "-" not in i]
+    return str(max(mothers, default=0) + 1)
+
+
+def next_component_id(parent_id: str, taken: set[str]) -> str:
+    """The next free component id of `parent_id` ("1-1", "1-2", …)."""
+    parts = [int(i.split("-", 1)[1]) for i in taken if parent_of(i) == parent_id]
+    return f"{parent_id}-{max(parts, default=0) + 1}"
+
+
 class ReferenceSource(StrEnum):
     """Where a subject's reference image came from."""
 

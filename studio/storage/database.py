@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
 from studio.storage import schema
-from studio.subjects import ReferenceSource, Subject
+from studio.subjects import ReferenceSource, Subject, id_key
 from studio.turns import CropView, Session, Turn, TurnEvent, TurnRequest, TurnStatus
 
 KEY_PREFIX = "sk-studio-"
@@ -289,7 +289,7 @@ class Database:
         with self.tx() as conn:
             rows = conn.execute(query).all()
         found = [Subject.model_validate(row.data) for row in rows]
-        return sorted(found, key=lambda s: [int(part) for part in s.id.split("-")])
+        return sorted(found, key=lambda s: id_key(s.id))
 
     def put_subject(self, session_id: str, tenant: str, subject: Subject, image_id: str | None) -> None:
         with self.tx() as conn:
