@@ -22,6 +22,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from agents.planner import CallRecord
+from studio.failures import TurnFailure
 from studio.settings import LLMSettings
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,8 +35,10 @@ REPAIR_MESSAGE = (
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
-class AgentError(RuntimeError):
+class AgentError(TurnFailure):
     """An agent could not produce a usable answer; the message starts with the agent's name."""
+
+    kind = "planning failed"
 
     def __init__(self, agent: str, message: str) -> None:
         super().__init__(f"{agent}: {message}")

@@ -13,7 +13,6 @@ from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
 from api.metrics import Metrics, MetricsMiddleware
 from studio.service import TurnService
-from studio.settings import Settings
 from studio.turns import TurnEvent
 
 
@@ -21,12 +20,9 @@ class UnsafeConfiguration(RuntimeError):
     pass
 
 
-def create_app(settings: Settings | None = None, service: TurnService | None = None) -> FastAPI:
-    """Build the app. With no `service`, one is built from `settings` (models load lazily on first turn)."""
-    if service is None:
-        from studio.runtime import build_service
-
-        service = build_service(settings or Settings())
+def create_app(service: TurnService) -> FastAPI:
+    """Build the app around a built service (see `entrypoints.runtime.build_service`); api/ never wires
+    models itself."""
     settings = service.settings
     if not settings.auth.enabled and not is_loopback(settings.host):
         raise UnsafeConfiguration(

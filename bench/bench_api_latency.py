@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 
 from api.client import StudioClient
+from entrypoints.server import free_port
 from studio.draw import DrawSettings
-from studio.server import free_port
 from studio.storage.database import Database
 
 PLAN = {
@@ -59,7 +59,7 @@ def main() -> None:
         db = Database(f"sqlite:///{Path(data_dir) / 'studio.db'}")
         db.create_all()
         key = db.create_key("bench")
-        server = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve"], env=env)
+        server = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             with StudioClient(url, api_key=key) as client:

@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from studio.failures import DrawError
 from studio.geometry import Box
-from studio.protocols import DrawError
 
 NEUTRAL_GREY = (127, 127, 127)
 

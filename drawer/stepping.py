@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from studio.protocols import DrawCancelled, StepCallback
+from studio.failures import DrawCancelled
+from studio.protocols import StepCallback
 
 LatentHook = Callable[[int, torch.Tensor], torch.Tensor]
 """(index of the step that just finished, latents for the next step) → latents for the next step."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from studio.draw import DrawJob
-from studio.protocols import DrawError
+from studio.failures import DrawError
 
 
 def check_job(job: DrawJob, *, max_side: int, size_factor: int, max_subjects: int) -> None:

@@ -1,4 +1,4 @@
-"""`studio bench …`: the typer sub-app for the CMIGBench runner and scorer (mounted by studio/cli.py)."""
+"""`studio bench …`: the typer sub-app for the CMIGBench runner and scorer (mounted by entrypoints/cli.py)."""
 
 from __future__ import annotations
 

@@ -25,14 +25,6 @@ EmitEvent = Callable[[EventType, dict[str, Any]], None]
 """Called by an engine to publish a turn event (e.g. "planned", {"plan": ...})."""
 
 
-class DrawCancelled(Exception):
-    """Raised by a drawer when its cancel event was set between two steps."""
-
-
-class DrawError(ValueError):
-    """A job the drawer refuses, with a message fit for the user (bad reference, too many subjects…)."""
-
-
 @runtime_checkable
 class Drawer(Protocol):
     def draw(

@@ -11,12 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pydantic import ValidationError
-
 from studio.draw import DrawSettings
 from studio.events import EventBus
+from studio.failures import DrawCancelled, TurnFailure, clip_reason
 from studio.plan import TurnPlan, canvas_side_problem
-from studio.protocols import DrawCancelled, DrawError, HistoryEntry, TurnContext, TurnEngine
+from studio.protocols import HistoryEntry, TurnContext, TurnEngine
 from studio.settings import Settings
 from studio.storage.database import Database
 from studio.storage.images import FileImageStore
@@ -160,15 +159,17 @@ class TurnService:
 
             outcome = self.engine.run_turn(ctx, emit, on_step=on_step, cancel=cancel)
             self._store(session, turn, outcome, time.perf_counter() - started)
-        except (DrawError, ValidationError, ValueError) as exc:
-            self._fail(turn, _reason(exc))
+        except TurnFailure as exc:
+            # an expected failure (bad reference, LLM gave up, plan the model cannot draw): no stack trace
+            log.info("turn %s failed: %s", turn.id, exc.reason)
+            self._fail(turn, exc.reason)
         except DrawCancelled:
             if self._closed:
                 return  # shutting down: the turn stays unfinished and resumes on the next start
             self._fail(turn, "cancelled")
         except Exception as exc:  # a failing turn must leave the session usable
             log.exception("turn %s failed", turn.id)
-            self._fail(turn, f"internal error: {type(exc).__name__}: {exc}")
+            self._fail(turn, clip_reason(f"internal error: {type(exc).__name__}: {exc}"))
         finally:
             self._cancel.pop(turn.id, None)
 
@@ -242,10 +243,3 @@ class TurnService:
         with self._emit_lock:
             self.bus.publish(self.db.append_event(turn.session_id, event))
 
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "invalid plan: " + "; ".join(
-            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "") + err["msg"] for err in exc.errors()[:5]
-        )
-    return str(exc)

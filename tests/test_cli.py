@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from api.app import create_app
-from studio.cli import app
-from studio.server import BackgroundServer, free_port
+from entrypoints.cli import app
+from entrypoints.server import BackgroundServer, free_port
 from tests.api.conftest import make_service
 
 
@@ -35,7 +35,7 @@ def test_chat_repl_shows_layouts_and_saves_images(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path / "server", port=free_port())
     key = service.db.create_key("cli")
     out = tmp_path / "chat"
-    with BackgroundServer(service.settings, app=create_app(service=service)) as server:
+    with BackgroundServer(service.settings, app=create_app(service)) as server:
         result = CliRunner().invoke(
             app,
             ["chat", "--url", server.url, "--api-key", key, "--height", "64", "--width", "64", "--out", str(out)],

@@ -16,9 +16,10 @@ from PIL import Image
 from agents import build_engine
 from agents.offline import OfflinePlanner
 from api.app import create_app
+from entrypoints.runtime import PresetDrawer, build_service
 from studio.draw import DrawJob, DrawResult, DrawSettings
-from studio.protocols import DrawCancelled, StepCallback
-from studio.runtime import PresetDrawer, build_service
+from studio.failures import DrawCancelled
+from studio.protocols import StepCallback
 from studio.settings import Settings, VisionSettings
 from studio.turns import TurnRequest, TurnStatus
 from tests.agents.fakes import FakeDrawer
@@ -50,7 +51,7 @@ def app_and_drawer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[T
     drawer = RecordingDrawer(settings)
     service = build_service(settings, drawer=drawer)
     headers = {"Authorization": f"Bearer {service.db.create_key('e2e')}"}
-    with TestClient(create_app(service=service)) as client:
+    with TestClient(create_app(service)) as client:
         yield client, drawer, headers
 
 

@@ -115,7 +115,8 @@ def test_explicit_plan_turn_skips_the_agents(tmp_path: Path, fake_llm) -> None:
 def test_engine_protocol_steps_and_cancel(offline_engine) -> None:
     import threading
 
-    from studio.protocols import DrawCancelled, TurnEngine
+    from studio.failures import DrawCancelled
+    from studio.protocols import TurnEngine
 
     assert isinstance(offline_engine, TurnEngine)
     session = Session(offline_engine)

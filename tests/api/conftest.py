@@ -14,9 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from studio.failures import DrawCancelled, PlanError
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
-from studio.protocols import DrawCancelled, EmitEvent, StepCallback, TurnContext, TurnOutcome
+from studio.protocols import EmitEvent, StepCallback, TurnContext, TurnOutcome
 from studio.service import TurnService
 from studio.settings import Settings
 from studio.storage.database import Database
@@ -69,7 +70,7 @@ class ScriptedEngine:
         else:
             emit("planning", {})
             if "fail" in (ctx.request.message or ""):
-                raise ValueError("scripted planner failure")
+                raise PlanError("scripted planner failure")
             plan = TurnPlan(
                 height=ctx.height,
                 width=ctx.width,
@@ -102,7 +103,7 @@ def service(tmp_path: Path) -> Iterator[tuple[TurnService, ScriptedEngine]]:
 
 @pytest.fixture
 def client(service: tuple[TurnService, ScriptedEngine]) -> Iterator[TestClient]:
-    with TestClient(create_app(service=service[0])) as test_client:
+    with TestClient(create_app(service[0])) as test_client:
         yield test_client
 
 

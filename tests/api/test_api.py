@@ -188,7 +188,7 @@ def test_too_many_waiting_turns_get_429(tmp_path: Path) -> None:
     service, engine = make_service(tmp_path, max_queued_turns=2)
     engine.hold.clear()
     try:
-        with TestClient(create_app(service=service)) as client:
+        with TestClient(create_app(service)) as client:
             headers = {"Authorization": f"Bearer {service.db.create_key('t')}"}
             session_id = new_session(client, headers)
             url = f"/v1/sessions/{session_id}/turns"
@@ -229,9 +229,9 @@ def test_unfinished_turns_are_resumed_by_a_new_process(tmp_path: Path) -> None:
 def test_auth_cannot_be_switched_off_off_loopback(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path, host="0.0.0.0", auth={"enabled": False})
     with pytest.raises(UnsafeConfiguration):
-        create_app(service=service)
+        create_app(service)
     local, _ = make_service(tmp_path / "local", host="127.0.0.1", auth={"enabled": False})
-    with TestClient(create_app(service=local)) as client:
+    with TestClient(create_app(local)) as client:
         assert client.get("/v1/sessions").status_code == 200
 
 

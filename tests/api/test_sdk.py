@@ -18,7 +18,7 @@ from api.client import (
     StudioClient,
     TurnFailedError,
 )
-from studio.server import BackgroundServer, free_port
+from entrypoints.server import BackgroundServer, free_port
 from studio.service import TurnService
 from tests.api.conftest import ScriptedEngine, make_service, png
 
@@ -34,7 +34,7 @@ PLAN = {
 def served(tmp_path: Path) -> Iterator[tuple[str, str, TurnService, ScriptedEngine]]:
     service, engine = make_service(tmp_path, port=free_port(), max_queued_turns=1)
     key = service.db.create_key("sdk")
-    with BackgroundServer(service.settings, app=create_app(service=service)) as server:
+    with BackgroundServer(service.settings, app=create_app(service)) as server:
         yield server.url, key, service, engine
     engine.hold.set()
 

@@ -8,8 +8,9 @@ from PIL import Image
 
 from drawer import Drawer, PlannedBoxLocator
 from studio.draw import DrawJob
-from studio.protocols import DrawCancelled, SubjectLocator
+from studio.failures import DrawCancelled
 from studio.protocols import Drawer as DrawerProtocol
+from studio.protocols import SubjectLocator
 from tests.drawer.conftest import fast_settings, png, two_subject_plan
 
 

@@ -8,9 +8,9 @@ from PIL import Image
 from drawer import Drawer
 from drawer.core import Drawer as DrawerClass
 from studio.draw import DrawJob
+from studio.failures import DrawError
 from studio.geometry import Box
 from studio.plan import EditSpec, PlanItem, TurnPlan
-from studio.protocols import DrawError
 from tests.drawer.conftest import fast_settings, png, two_subject_plan
 
 

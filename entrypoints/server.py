@@ -17,15 +17,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class BackgroundServer:
-    """uvicorn serving `api.app.create_app(settings)` on a thread; a context manager."""
+    """uvicorn serving `api.app.create_app(build_service(settings))` on a thread; a context manager."""
 
     def __init__(self, settings: Settings, app: object | None = None) -> None:
         import uvicorn
 
         from api.app import create_app
+        from entrypoints.runtime import build_service
 
         self.settings = settings
-        self.app = app or create_app(settings)
+        self.app = app or create_app(build_service(settings))
         config = uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="studio-server", daemon=True)

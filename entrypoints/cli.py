@@ -52,6 +52,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from entrypoints.runtime import build_service
 
     settings = Settings()
     updates: dict[str, object] = {}
@@ -62,7 +63,7 @@ def serve(
     if no_auth:
         updates["auth"] = settings.auth.model_copy(update={"enabled": False})
     settings = settings.model_copy(update=updates)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    uvicorn.run(create_app(build_service(settings)), host=settings.host, port=settings.port)
 
 
 @keys_app.command("create")
@@ -192,7 +193,7 @@ def demo(
     Offline by default: tiny random-weight models and the rule-based planner (set STUDIO_LLM__BASE_URL
     and a preset with real weights for the real thing). Leaves images and summary.json in OUT."""
     from api.client import StudioClient
-    from studio.server import BackgroundServer, free_port
+    from entrypoints.server import BackgroundServer, free_port
 
     out.mkdir(parents=True, exist_ok=True)
     base = Settings()
