@@ -5,6 +5,8 @@ Anything else escaping a turn is a bug: logged with its stack and reported as an
 
 from __future__ import annotations
 
+from typing import Any
+
 MAX_REASON_CHARS = 500
 
 
@@ -12,6 +14,11 @@ class TurnFailure(Exception):
     """An expected way for a turn to fail (bad reference, plan the model cannot draw, LLM gave up…)."""
 
     kind = "failed"
+
+    def __init__(self, message: str, *, info: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.info: dict[str, Any] = dict(info or {})
+        """What the turn did before failing (LLM calls, tokens, latencies…); stored on the failed turn."""
 
     @property
     def reason(self) -> str:

@@ -162,7 +162,7 @@ class TurnService:
         except TurnFailure as exc:
             # an expected failure (bad reference, LLM gave up, plan the model cannot draw): no stack trace
             log.info("turn %s failed: %s", turn.id, exc.reason)
-            self._fail(turn, exc.reason)
+            self._fail(turn, exc.reason, info=exc.info)
         except DrawCancelled:
             if self._closed:
                 return  # shutting down: the turn stays unfinished and resumes on the next start
@@ -230,8 +230,11 @@ class TurnService:
             {"image_id": final_id, "image_url": f"/v1/images/{final_id}", "timings": timings},
         )
 
-    def _fail(self, turn: Turn, reason: str) -> None:
-        self.db.set_turn_status(turn.id, TurnStatus.FAILED, error=reason)
+    def _fail(self, turn: Turn, reason: str, info: dict[str, Any] | None = None) -> None:
+        fields: dict[str, Any] = {"error": reason}
+        if info:
+            fields["info"] = info
+        self.db.set_turn_status(turn.id, TurnStatus.FAILED, **fields)
         self._emit(turn, "failed", {"reason": reason})
 
     def _emit(self, turn: Turn, event_type: EventType, data: dict[str, Any]) -> None:
