@@ -281,11 +281,11 @@ def test_a_turn_whose_failure_cannot_be_recorded_does_not_block_its_session(
     real_fail = svc._fail
     calls = []
 
-    def database_down_once(turn: Turn, reason: str) -> None:
+    def database_down_once(turn: Turn, reason: str, info: dict | None = None) -> None:
         calls.append(reason)
         if len(calls) == 1:
             raise ConnectionError("database unavailable")
-        return real_fail(turn, reason)
+        return real_fail(turn, reason, info)
 
     monkeypatch.setattr(svc, "_fail", database_down_once)
     session_id = new_session(client, keys["a"])
