@@ -6,7 +6,7 @@ import pytest
 
 from agents.analysis import check_analysis, memory_before_draw
 from agents.checks import check_layout
-from agents.parsing import analyze_message
+from agents.offline import analyze_message
 from agents.planner import LayoutDraft, SubjectRequest
 from agents.prompts import PromptError, load_prompt
 from agents.schemas import Relation, SubjectAnalysis, SubjectMention
