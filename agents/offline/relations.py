@@ -50,11 +50,17 @@ def _vertical(tokens: list[str], k: int, placed: _Placed) -> list[RelationTriple
     if b is not None and a is not None and (k == 0 or tokens[k - 1] not in {",", "."}):
         return _pairs(a, kind, b)
     if b is not None:
-        c = placed.after(b.end - 1) if b.pronoun else None
-        c = next((m for m in placed.mentions if m.start > b.end), None)
+        c = _subject_after_object(b, placed)
         if c is not None:
             return _pairs(c, kind, b)
     return []
+
+
+def _subject_after_object(b: Mention, placed: _Placed) -> Mention | None:
+    """The subject of 'Above B, A …': the first mention after B. A pronoun object can be followed at once by
+    the subject ('under it she sleeps'); a noun directly after a noun object is part of a compound ('the baby
+    elephant'), so after a noun object the subject starts one token later at the earliest."""
+    return placed.after(b.end - 1) if b.pronoun else placed.after(b.end)
 
 
 def _center(tokens: list[str], k: int, placed: _Placed) -> list[RelationTriple]:

@@ -136,3 +136,15 @@ def test_concurrent_sessions_share_one_engine(offline_engine) -> None:
     for thread in threads:
         thread.join()
     assert not errors and all(v == ["1", "1-1", "2"] for v in results.values()) and len(results) == 4
+
+
+def test_offline_dialogue_puts_a_subject_above_a_pronoun_object(offline_engine) -> None:
+    """'Above her it flutters.': the sparrow (it) goes above the girl (her) — the relation was lost before."""
+    session = Session(offline_engine)
+    first = session.turn("A girl and a tiny sparrow play in the garden.")
+    assert first.plan.subject_ids == ["1", "2"]
+
+    second = session.turn("Above her it flutters.")
+    assert second.info["analysis"]["relations"] == [{"subject_id": "2", "relation": "above", "other_id": "1"}]
+    girl, sparrow = second.plan.item("1").box, second.plan.item("2").box
+    assert sparrow.y + sparrow.h <= girl.y, "the sparrow's box is wholly above the girl's"

@@ -138,3 +138,19 @@ def test_subject_limit_is_enforced() -> None:
         check_analysis(analysis_of(*many), MEMORY, max_subjects=8)
     crowd = read("Nine cats: a cat, a dog, a fox, an owl, a frog, a duck, a bear, a pig and a cow.", memory=[])
     assert len(crowd.subjects) == 8
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Under it she sleeps.", ("1", "below", "3")),
+        ("Above her he juggles.", ("2", "above", "1")),
+    ],
+)
+def test_a_pronoun_object_put_first_relates_the_subject_right_after_it(
+    message: str, expected: tuple[str, str, str]
+) -> None:
+    """'Under it she sleeps': the object is the pronoun, the subject follows it at once (a noun object is
+    not followed at once by its subject: that is a compound such as 'the baby elephant')."""
+    analysis = read(message, previous=["1", "3"])
+    assert {(r.subject_id, r.relation, r.other_id) for r in analysis.relations} == {expected}
