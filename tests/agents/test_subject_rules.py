@@ -1,4 +1,5 @@
-"""Subject-analysis validation, the offline reading of messages, and the deterministic layout checks."""
+"""Subject-analysis validation, the offline reading of messages, the deterministic layout checks and the
+supervisor's verdict."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pytest
 from agents.analysis import check_analysis, memory_before_draw
 from agents.checks import check_layout
 from agents.offline import analyze_message
-from agents.planner import LayoutDraft, SubjectRequest
+from agents.planner import LayoutDraft, ReviewRequest, SubjectRequest
 from agents.prompts import PromptError, load_prompt
-from agents.schemas import Relation, SubjectAnalysis, SubjectMention
+from agents.schemas import Relation, Review, SubjectAnalysis, SubjectMention
+from agents.supervisor import BestDraft, SemanticReview, Verdict, supervise
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.subjects import Subject
@@ -154,3 +156,45 @@ def test_a_pronoun_object_put_first_relates_the_subject_right_after_it(
     not followed at once by its subject: that is a compound such as 'the baby elephant')."""
     analysis = read(message, previous=["1", "3"])
     assert {(r.subject_id, r.relation, r.other_id) for r in analysis.relations} == {expected}
+
+
+def test_supervise_approves_revises_and_at_the_bound_draws_the_best() -> None:
+    analysis = analysis_of(mention("1"), mention("3"))
+    analysis.relations = [Relation(subject_id="1", relation="left_of", other_id="3")]
+    analysis.subjects[0].name, analysis.subjects[1].name = "girl", "sparrow"
+
+    def layout(girl_x: float) -> LayoutDraft:
+        items = [
+            PlanItem(subject_id="1", phrase="girl", box=Box(x=girl_x, y=100, w=250, h=600)),
+            PlanItem(subject_id="3", phrase="sparrow", box=Box(x=500, y=400, w=120, h=100)),
+        ]
+        return LayoutDraft(plan=TurnPlan(height=768, width=1024, items=items))
+
+    good, wrong_side = layout(100), layout(700)
+    asked: list[int] = []
+
+    def semantic(answer: bool) -> SemanticReview:
+        def review(request: ReviewRequest) -> tuple[Review, list[dict]]:
+            asked.append(request.round)
+            return Review(approve=answer, feedback="" if answer else "more air", source="llm"), [{"agent": "x"}]
+
+        return review
+
+    def judge(draft: LayoutDraft, round_: int, best: BestDraft | None, answer: bool = True) -> Verdict:
+        request = ReviewRequest(analysis=analysis, draft=draft, memory=MEMORY, round=round_)
+        return supervise(semantic(answer), request, {}, best, max_revisions=2)
+
+    approved = judge(good, 0, None)
+    assert (approved.decision, approved.plan, approved.calls, asked) == ("approve", good.plan, [{"agent": "x"}], [0])
+
+    checked = judge(wrong_side, 0, None)
+    assert checked.decision == "revise" and checked.plan is None and checked.calls == [] and asked == [0]
+    assert checked.review.source == "checks" and "must be left of subject 3" in checked.review.feedback
+    assert (checked.best.score, checked.best.round) == (2, 0)
+
+    rejected = judge(good, 1, checked.best, answer=False)
+    assert rejected.decision == "revise" and (rejected.best.score, rejected.best.round) == (1, 1)
+
+    bound = judge(wrong_side, 2, rejected.best)
+    assert bound.decision == "bound" and bound.plan == good.plan and bound.best.round == 1
+    assert bound.record() == {"round": 2, **bound.review.model_dump(mode="json")}
