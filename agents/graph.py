@@ -6,7 +6,10 @@
            └─ explicit plan ──────────────────────────────────────────────────────────────► draw
 
 Nodes read their collaborators (planner, drawer, image store, event sink) from the run's context and
-return plain-JSON updates of ConversationState, so a checkpoint after each node is enough to resume."""
+return plain-JSON updates of ConversationState, so a checkpoint after each node is enough to resume; to the
+lists with a reducer (messages, calls, reviews) they return only their new items. The agents' decisions live
+beside them: the supervisor's verdict in agents.supervisor.supervise, which the supervisor node only calls
+before the graph routes on it."""
 
 from __future__ import annotations
 

@@ -5,17 +5,19 @@ supervisor that makes the semantic review (`LLMSupervisor`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from agents.checks import check_layout, score
-from agents.llm import LLMClient
 from agents.planner import CallRecord, LayoutDraft, ReviewRequest
 from agents.prompts import load_prompt
 from agents.schemas import Review, SupervisorReply
 from studio.geometry import Box
 from studio.plan import TurnPlan
+
+if TYPE_CHECKING:  # the graph imports `supervise`; the offline planner must not need the openai client
+    from agents.llm import LLMClient
 
 AGENT = "supervisor"
 

@@ -3,6 +3,9 @@ supervisor's verdict."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from agents.analysis import check_analysis, memory_before_draw
@@ -198,3 +201,9 @@ def test_supervise_approves_revises_and_at_the_bound_draws_the_best() -> None:
     bound = judge(wrong_side, 2, rejected.best)
     assert bound.decision == "bound" and bound.plan == good.plan and bound.best.round == 1
     assert bound.record() == {"round": 2, **bound.review.model_dump(mode="json")}
+
+
+def test_the_graph_and_the_offline_planner_load_without_the_openai_client() -> None:
+    code = "import sys, agents, agents.offline, agents.graph; print('openai' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "False"
