@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the graph imports `supervise`; the offline planner must not
 
 AGENT = "supervisor"
 
+Decision = Literal["approve", "revise", "bound"]
 SemanticReview = Callable[[ReviewRequest], tuple[Review, list[CallRecord]]]
 """The planner's review of a layout that passed the checks (LLMSupervisor.review, or the offline approval)."""
 
@@ -37,7 +38,7 @@ class Verdict(BaseModel):
     """The supervisor's decision on one layout."""
 
     round: int
-    decision: Literal["approve", "revise", "bound"]
+    decision: Decision
     """approve: draw it; revise: ask the layout generator again; bound: no revision left, draw the best."""
     review: Review
     best: BestDraft
@@ -50,7 +51,7 @@ class Verdict(BaseModel):
 
 
 def supervise(
-    review: SemanticReview,
+    semantic_review: SemanticReview,
     request: ReviewRequest,
     previous_boxes: dict[str, Box],
     best: BestDraft | None,
@@ -62,18 +63,20 @@ def supervise(
     issues = check_layout(request.draft, request.analysis, previous_boxes)
     calls: list[CallRecord] = []
     if issues:
-        verdict = Review(approve=False, feedback="; ".join(issues), issues=issues, source="checks")
+        review = Review(approve=False, feedback="; ".join(issues), issues=issues, source="checks")
     else:
-        verdict, calls = review(request)
-    current = BestDraft(draft=request.draft, score=score(issues) + (0 if verdict.approve else 1), round=request.round)
+        review, calls = semantic_review(request)
+    current = BestDraft(draft=request.draft, score=score(issues) + (0 if review.approve else 1), round=request.round)
     if best is None or current.score <= best.score:
         best = current
-    decided = {"round": request.round, "review": verdict, "best": best, "calls": calls}
-    if verdict.approve:
-        return Verdict(decision="approve", plan=request.draft.plan, **decided)
-    if request.round >= max_revisions:
-        return Verdict(decision="bound", plan=best.draft.plan, **decided)
-    return Verdict(decision="revise", **decided)
+    decision: Decision
+    if review.approve:
+        decision, plan = "approve", request.draft.plan
+    elif request.round >= max_revisions:
+        decision, plan = "bound", best.draft.plan
+    else:
+        decision, plan = "revise", None
+    return Verdict(round=request.round, decision=decision, review=review, best=best, plan=plan, calls=calls)
 
 
 def review_payload(request: ReviewRequest) -> dict[str, Any]:
