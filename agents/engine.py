@@ -10,7 +10,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agents.graph import RunContext, build_graph
 from agents.planner import Planner
-from agents.state import ConversationState, draw_result, subjects_of
+from agents.state import ConversationState, draw_result, fresh_turn_input, subjects_of
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback, TurnContext, TurnOutcome
 from studio.settings import Settings
@@ -130,7 +130,7 @@ class GraphEngine:
         if same_turn and values.get("done") and not snapshot.next:
             return self._outcome(values, resumed=True)
         resumed = same_turn and bool(snapshot.next)
-        run_input = None if resumed else _initial_state(ctx, self.planner)
+        run_input = None if resumed else fresh_turn_input(_initial_state(ctx, self.planner))
         run_context = RunContext(
             planner=self.planner,
             drawer=self.drawer,

@@ -6,7 +6,10 @@
            └─ explicit plan ──────────────────────────────────────────────────────────────► draw
 
 Nodes read their collaborators (planner, drawer, image store, event sink) from the run's context and
-return plain-JSON updates of ConversationState, so a checkpoint after each node is enough to resume."""
+return plain-JSON updates of ConversationState, so a checkpoint after each node is enough to resume; to the
+lists with a reducer (messages, calls, reviews) they return only their new items. The agents' decisions live
+beside them: the supervisor's verdict in agents.supervisor.supervise, which the supervisor node only calls
+before the graph routes on it."""
 
 from __future__ import annotations
 
@@ -20,9 +23,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agents.analysis import check_analysis, memory_before_draw
-from agents.checks import check_layout, score
 from agents.planner import LayoutDraft, LayoutRequest, Planner, ReviewRequest, SubjectRequest
-from agents.schemas import Review, SubjectAnalysis
+from agents.schemas import SubjectAnalysis
 from agents.state import (
     ConversationState,
     draw_record,
@@ -32,6 +34,7 @@ from agents.state import (
     previous_boxes,
     subjects_of,
 )
+from agents.supervisor import BestDraft, supervise
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback
@@ -89,7 +92,7 @@ def subject_manager(state: ConversationState, runtime: Runtime[RunContext]) -> C
     return {
         "analysis": analysis.model_dump(mode="json"),
         "pending_subjects": dump_subjects(pending),
-        "calls": [*state.get("calls", []), *calls],
+        "calls": calls,
     }
 
 
@@ -107,46 +110,34 @@ def layout_generator(state: ConversationState, runtime: Runtime[RunContext]) -> 
         round=rounds,
     )
     draft, calls = ctx.planner.layout(request)
-    return {"draft": draft.model_dump(mode="json"), "calls": [*state.get("calls", []), *calls]}
+    return {"draft": draft.model_dump(mode="json"), "calls": calls}
 
 
 def supervisor(state: ConversationState, runtime: Runtime[RunContext]) -> ConversationState:
     ctx = runtime.context
-    analysis = SubjectAnalysis.model_validate(state["analysis"])
-    draft = LayoutDraft.model_validate(state["draft"])
     rounds = state.get("rounds", 0)
+    request = ReviewRequest(
+        analysis=SubjectAnalysis.model_validate(state["analysis"]),
+        draft=LayoutDraft.model_validate(state["draft"]),
+        memory=subjects_of(state.get("pending_subjects")),
+        round=rounds,
+    )
+    best = BestDraft.model_validate(state["best"]) if state.get("best") else None
     boxes = previous_boxes(history_of(state), state["height"], state["width"])
-    issues = check_layout(draft, analysis, boxes)
-    calls: list[dict[str, Any]] = []
-    if issues:
-        review = Review(approve=False, feedback="; ".join(issues), issues=issues, source="checks")
-    else:
-        review, calls = ctx.planner.review(
-            ReviewRequest(
-                analysis=analysis, draft=draft, memory=subjects_of(state.get("pending_subjects")), round=rounds
-            )
-        )
-    current = {"draft": state["draft"], "score": score(issues) + (0 if review.approve else 1), "round": rounds}
-    best = state.get("best")
-    if best is None or current["score"] <= best["score"]:
-        best = current
+    verdict = supervise(ctx.planner.review, request, boxes, best, ctx.max_revisions)
     update: ConversationState = {
-        "best": best,
-        "reviews": [*state.get("reviews", []), {"round": rounds, **review.model_dump(mode="json")}],
-        "calls": [*state.get("calls", []), *calls],
-        "feedback": review.feedback or None,
+        "best": verdict.best.model_dump(mode="json"),
+        "reviews": [verdict.record()],
+        "calls": verdict.calls,
+        "feedback": verdict.review.feedback or None,
+        "verdict": verdict.decision,
     }
-    if review.approve:
-        update.update(verdict="approve", plan=draft.plan.model_dump(mode="json"))
-    elif rounds >= ctx.max_revisions:
-        chosen = LayoutDraft.model_validate(best["draft"])
-        update.update(verdict="bound", plan=chosen.plan.model_dump(mode="json"), hit_revision_bound=True)
-    else:
-        update.update(verdict="revise", rounds=rounds + 1)
-        ctx.emit("revised", {"round": rounds + 1, "feedback": review.feedback, "source": review.source})
-        return update
-    ctx.emit("planned", {"plan": update["plan"], "rounds": rounds, "hit_revision_bound": update["verdict"] == "bound"})
-    return update
+    if verdict.plan is None:
+        ctx.emit("revised", {"round": rounds + 1, "feedback": verdict.review.feedback, "source": verdict.review.source})
+        return {**update, "rounds": rounds + 1}
+    plan = verdict.plan.model_dump(mode="json")
+    ctx.emit("planned", {"plan": plan, "rounds": rounds, "hit_revision_bound": verdict.decision == "bound"})
+    return {**update, "plan": plan, "hit_revision_bound": verdict.decision == "bound"}
 
 
 def draw(state: ConversationState, runtime: Runtime[RunContext]) -> ConversationState:
@@ -191,11 +182,8 @@ def memorize(state: ConversationState) -> ConversationState:
     summary = f"drew {len(plan.get('items', []))} subject(s): " + ", ".join(
         f"{item['subject_id']}={item['phrase']}" for item in plan.get("items", [])
     )
-    messages = [
-        *state.get("messages", []),
-        {"role": "assistant", "content": summary, "turn_index": state["turn_index"]},
-    ]
-    return {"subjects": after, "messages": messages, "memory_changes": changes, "done": True}
+    message = {"role": "assistant", "content": summary, "turn_index": state["turn_index"]}
+    return {"subjects": after, "messages": [message], "memory_changes": changes, "done": True}
 
 
 def _entry(state: ConversationState) -> str:

@@ -1,9 +1,17 @@
 """The LangGraph state of a conversation. Every value is plain JSON (dicts, lists, strings, numbers), so
-any checkpointer can hold it; images are referred to by their ImageStore id, never as bytes."""
+any checkpointer can hold it; images are referred to by their ImageStore id, never as bytes.
+
+The lists that grow during a turn (messages, calls, reviews) have an `operator.add` reducer: a node returns
+only its new items. A fresh turn's input replaces them (`fresh_turn_input` wraps them in `Overwrite`).
+Checkpoints store a reducer channel's value exactly as they stored the plain value before, so a thread
+checkpointed before the reducers existed loads and resumes unchanged."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+import operator
+from typing import Annotated, Any, TypedDict, get_origin, get_type_hints
+
+from langgraph.types import Overwrite
 
 from studio.draw import DrawResult, SubjectCrop
 from studio.geometry import Box
@@ -20,7 +28,7 @@ class ConversationState(TypedDict, total=False):
     turn_index: int
     height: int
     width: int
-    messages: list[Json]
+    messages: Annotated[list[Json], operator.add]
     """[{"role": "user" | "assistant", "content": str, "turn_index": int}] of the whole session."""
     history: list[Json]
     subjects: list[Json]
@@ -36,16 +44,27 @@ class ConversationState(TypedDict, total=False):
     verdict: str | None
     rounds: int
     best: Json | None
-    reviews: list[Json]
+    reviews: Annotated[list[Json], operator.add]
     hit_revision_bound: bool
     draw_settings: Json
     previous_image_id: str | None
     draw: Json | None
-    calls: list[Json]
+    calls: Annotated[list[Json], operator.add]
     prompt_versions: dict[str, str]
     planner: str
     memory_changes: Json
     done: bool
+
+
+APPENDED_KEYS = frozenset(
+    key for key, hint in get_type_hints(ConversationState, include_extras=True).items() if get_origin(hint) is Annotated
+)
+"""The keys with a reducer: nodes append to them."""
+
+
+def fresh_turn_input(state: ConversationState) -> dict[str, Any]:
+    """The graph input that starts a new turn: every key set, the appended lists replaced, not extended."""
+    return {key: Overwrite(value) if key in APPENDED_KEYS else value for key, value in state.items()}
 
 
 def subjects_of(items: list[Json] | None) -> list[Subject]:

@@ -20,8 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agents.offline_layout import offline_layout
-from agents.parsing import analyze_message
+from agents.offline import analyze_message, offline_layout
 from agents.planner import LayoutRequest, SubjectRequest
 from agents.schemas import Relation, SubjectAnalysis, SubjectMention
 from studio.geometry import Box

@@ -136,3 +136,42 @@ def test_concurrent_sessions_share_one_engine(offline_engine) -> None:
     for thread in threads:
         thread.join()
     assert not errors and all(v == ["1", "1-1", "2"] for v in results.values()) and len(results) == 4
+
+
+def test_offline_dialogue_puts_a_subject_above_a_pronoun_object(offline_engine) -> None:
+    """'Above her it flutters.': the sparrow (it) goes above the girl (her) — the relation was lost before."""
+    session = Session(offline_engine)
+    first = session.turn("A girl and a tiny sparrow play in the garden.")
+    assert first.plan.subject_ids == ["1", "2"]
+
+    second = session.turn("Above her it flutters.")
+    assert second.info["analysis"]["relations"] == [{"subject_id": "2", "relation": "above", "other_id": "1"}]
+    girl, sparrow = second.plan.item("1").box, second.plan.item("2").box
+    assert sparrow.y + sparrow.h <= girl.y, "the sparrow's box is wholly above the girl's"
+
+
+def test_appended_lists_grow_within_a_turn_and_start_afresh_with_the_next(tmp_path: Path, fake_llm) -> None:
+    """calls, reviews and messages have reducers: nodes append to them within a turn, and a new turn's input
+    replaces them (the session's messages are rebuilt from the history, not appended twice)."""
+    fake, url = fake_llm
+    fake.push("supervisor", {"approve": False, "feedback": "move subject 1 further left"})
+    engine = build_engine(llm_settings(tmp_path, url), FakeDrawer(), FileImageStore(tmp_path / "images"))
+    session = Session(engine)
+
+    first = session.turn("A girl reads a book.")
+    assert [call["agent"] for call in first.info["calls"]] == [
+        "subject_manager",
+        "layout_generator",
+        "supervisor",
+        "layout_generator",
+        "supervisor",
+    ]
+    assert [(r["round"], r["approve"]) for r in first.info["reviews"]] == [(0, False), (1, True)]
+
+    second = session.turn("She smiles.")
+    assert [call["agent"] for call in second.info["calls"]] == ["subject_manager", "layout_generator", "supervisor"]
+    assert [(r["round"], r["approve"]) for r in second.info["reviews"]] == [(0, True)]
+    messages = engine.state(session.session_id)["messages"]
+    # a new turn's messages are rebuilt from the history (its user messages), then this turn's reply is appended
+    assert [(m["role"], m["turn_index"]) for m in messages] == [("user", 0), ("user", 1), ("assistant", 1)]
+    engine.close()

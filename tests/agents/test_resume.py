@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,12 +10,14 @@ from pathlib import Path
 
 from agents import build_engine
 from studio.geometry import Box
+from studio.protocols import TurnContext
 from studio.storage.images import FileImageStore
 from tests.agents.conftest import llm_settings
 from tests.agents.fakes import FakeDrawer, Session
 from tests.agents.resume_child import KILLED
 
 ROOT = Path(__file__).resolve().parents[2]
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "checkpoint_d1dc21f.json"
 LAYOUT = {
     "background": "a quiet library",
     "negative": "blurry",
@@ -72,4 +75,36 @@ def test_killed_turn_resumes_after_draw_without_redrawing(tmp_path: Path, fake_l
     assert drawer.jobs == [], "the drawing made before the kill is reused from the image store"
     assert outcome.result.image and outcome.subjects[0].reference_image_id
     assert fake.count() == 3
+    engine.close()
+
+
+def test_a_turn_checkpointed_by_the_release_before_the_reducers_resumes(tmp_path: Path, fake_llm) -> None:
+    """data/checkpoint_d1dc21f.json is the checkpoint the release at d1dc21f (plain list channels, nodes
+    returning whole lists) wrote after the second layout of a turn whose first layout was rejected. The
+    graph with reducers resumes it: one supervisor request, and calls, reviews and messages continue the
+    stored lists exactly once; the next turn starts them afresh."""
+    fake, url = fake_llm
+    stored = json.loads(OLD_CHECKPOINT.read_text())
+    engine = build_engine(llm_settings(tmp_path, url), FakeDrawer(), FileImageStore(tmp_path / "images"))
+    checkpoint = stored["checkpoint"]
+    engine.checkpointer.put(stored["config"], checkpoint, stored["metadata"], checkpoint["channel_versions"])
+    ctx = TurnContext.model_validate(stored["context"])
+    assert engine.graph.get_state({"configurable": {"thread_id": ctx.session_id}}).next == ("supervisor",)
+
+    session = Session(engine, session_id=ctx.session_id)
+    outcome = engine.run_turn(ctx, session.emit)
+    session.accept(ctx, outcome)
+    assert [fake.count(a) for a in ("subject_manager", "layout_generator", "supervisor")] == [0, 0, 1]
+    assert outcome.info["resumed"] and outcome.info["rounds"] == 1
+    agents = ["subject_manager", "layout_generator", "supervisor", "layout_generator", "supervisor"]
+    assert [call["agent"] for call in outcome.info["calls"]] == agents
+    assert [(r["round"], r["approve"]) for r in outcome.info["reviews"]] == [(0, False), (1, True)]
+    messages = engine.state(ctx.session_id)["messages"]
+    assert [(m["role"], m["turn_index"]) for m in messages] == [("user", 0), ("assistant", 0)]
+    assert [s.id for s in outcome.subjects] == [m.id for m in session.subjects] and outcome.subjects
+
+    following = session.turn("She smiles.")
+    assert [call["agent"] for call in following.info["calls"]] == agents[:3]
+    messages = engine.state(ctx.session_id)["messages"]
+    assert [(m["role"], m["turn_index"]) for m in messages] == [("user", 0), ("user", 1), ("assistant", 1)]
     engine.close()

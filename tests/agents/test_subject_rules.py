@@ -1,15 +1,20 @@
-"""Subject-analysis validation, the offline reading of messages, and the deterministic layout checks."""
+"""Subject-analysis validation, the offline reading of messages, the deterministic layout checks and the
+supervisor's verdict."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
 from agents.analysis import check_analysis, memory_before_draw
 from agents.checks import check_layout
-from agents.parsing import analyze_message
-from agents.planner import LayoutDraft, SubjectRequest
+from agents.offline import analyze_message
+from agents.planner import LayoutDraft, ReviewRequest, SubjectRequest
 from agents.prompts import PromptError, load_prompt
-from agents.schemas import Relation, SubjectAnalysis, SubjectMention
+from agents.schemas import Relation, Review, SubjectAnalysis, SubjectMention
+from agents.supervisor import BestDraft, SemanticReview, Verdict, supervise
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.subjects import Subject
@@ -138,3 +143,67 @@ def test_subject_limit_is_enforced() -> None:
         check_analysis(analysis_of(*many), MEMORY, max_subjects=8)
     crowd = read("Nine cats: a cat, a dog, a fox, an owl, a frog, a duck, a bear, a pig and a cow.", memory=[])
     assert len(crowd.subjects) == 8
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Under it she sleeps.", ("1", "below", "3")),
+        ("Above her he juggles.", ("2", "above", "1")),
+    ],
+)
+def test_a_pronoun_object_put_first_relates_the_subject_right_after_it(
+    message: str, expected: tuple[str, str, str]
+) -> None:
+    """'Under it she sleeps': the object is the pronoun, the subject follows it at once (a noun object is
+    not followed at once by its subject: that is a compound such as 'the baby elephant')."""
+    analysis = read(message, previous=["1", "3"])
+    assert {(r.subject_id, r.relation, r.other_id) for r in analysis.relations} == {expected}
+
+
+def test_supervise_approves_revises_and_at_the_bound_draws_the_best() -> None:
+    analysis = analysis_of(mention("1"), mention("3"))
+    analysis.relations = [Relation(subject_id="1", relation="left_of", other_id="3")]
+    analysis.subjects[0].name, analysis.subjects[1].name = "girl", "sparrow"
+
+    def layout(girl_x: float) -> LayoutDraft:
+        items = [
+            PlanItem(subject_id="1", phrase="girl", box=Box(x=girl_x, y=100, w=250, h=600)),
+            PlanItem(subject_id="3", phrase="sparrow", box=Box(x=500, y=400, w=120, h=100)),
+        ]
+        return LayoutDraft(plan=TurnPlan(height=768, width=1024, items=items))
+
+    good, wrong_side = layout(100), layout(700)
+    asked: list[int] = []
+
+    def semantic(answer: bool) -> SemanticReview:
+        def review(request: ReviewRequest) -> tuple[Review, list[dict]]:
+            asked.append(request.round)
+            return Review(approve=answer, feedback="" if answer else "more air", source="llm"), [{"agent": "x"}]
+
+        return review
+
+    def judge(draft: LayoutDraft, round_: int, best: BestDraft | None, answer: bool = True) -> Verdict:
+        request = ReviewRequest(analysis=analysis, draft=draft, memory=MEMORY, round=round_)
+        return supervise(semantic(answer), request, {}, best, max_revisions=2)
+
+    approved = judge(good, 0, None)
+    assert (approved.decision, approved.plan, approved.calls, asked) == ("approve", good.plan, [{"agent": "x"}], [0])
+
+    checked = judge(wrong_side, 0, None)
+    assert checked.decision == "revise" and checked.plan is None and checked.calls == [] and asked == [0]
+    assert checked.review.source == "checks" and "must be left of subject 3" in checked.review.feedback
+    assert (checked.best.score, checked.best.round) == (2, 0)
+
+    rejected = judge(good, 1, checked.best, answer=False)
+    assert rejected.decision == "revise" and (rejected.best.score, rejected.best.round) == (1, 1)
+
+    bound = judge(wrong_side, 2, rejected.best)
+    assert bound.decision == "bound" and bound.plan == good.plan and bound.best.round == 1
+    assert bound.record() == {"round": 2, **bound.review.model_dump(mode="json")}
+
+
+def test_the_graph_and_the_offline_planner_load_without_the_openai_client() -> None:
+    code = "import sys, agents, agents.offline, agents.graph; print('openai' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "False"

@@ -5,8 +5,8 @@ out evenly on a ground line. It makes no network calls and always returns the sa
 
 from __future__ import annotations
 
-from agents.offline_layout import offline_layout
-from agents.parsing import analyze_message
+from agents.offline.layout_generator import offline_layout
+from agents.offline.subject_manager import analyze_message
 from agents.planner import CallRecord, LayoutDraft, LayoutRequest, ReviewRequest, SubjectRequest
 from agents.schemas import Review, SubjectAnalysis
 
