@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.llm import LLMClient
+from agents.llm_agent import LLMAgent
 from agents.planner import CallRecord, LayoutDraft, LayoutRequest
-from agents.prompts import load_prompt
 from agents.schemas import LayoutReply, SubjectAnalysis
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.subjects import Subject
 
-AGENT = "layout_generator"
 CLIP_TOLERANCE = 0.02
 
 
@@ -82,14 +80,15 @@ def draft_from_reply(
     return LayoutDraft(plan=plan, clipped=clipped)
 
 
-class LLMLayoutGenerator:
-    def __init__(self, llm: LLMClient) -> None:
-        self.llm = llm
-        self.prompt = load_prompt(AGENT)
+class LLMLayoutGenerator(LLMAgent[LayoutRequest, LayoutReply, LayoutDraft]):
+    name = "layout_generator"
+    output_model = LayoutReply
+
+    def payload(self, request: LayoutRequest) -> dict[str, Any]:
+        return layout_payload(request)
+
+    def validate(self, reply: LayoutReply, request: LayoutRequest) -> LayoutDraft:
+        return draft_from_reply(reply, request.analysis, request.memory, request.height, request.width)
 
     def layout(self, request: LayoutRequest) -> tuple[LayoutDraft, list[CallRecord]]:
-        def validated(reply: LayoutReply) -> LayoutDraft:
-            return draft_from_reply(reply, request.analysis, request.memory, request.height, request.width)
-
-        messages = self.prompt.messages(layout_payload(request))
-        return self.llm.complete(AGENT, messages, LayoutReply, validated)
+        return self.call(request)

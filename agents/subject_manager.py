@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from agents.analysis import check_analysis
-from agents.llm import LLMClient
+from agents.llm_agent import LLMAgent
 from agents.planner import CallRecord, SubjectRequest
-from agents.prompts import load_prompt
 from agents.schemas import SubjectAnalysis
 from studio.subjects import next_mother_id
 
-AGENT = "subject_manager"
 HISTORY_TURNS = 8
 
 
@@ -31,15 +29,16 @@ def subject_payload(request: SubjectRequest) -> dict[str, Any]:
     }
 
 
-class LLMSubjectManager:
-    def __init__(self, llm: LLMClient) -> None:
-        self.llm = llm
-        self.prompt = load_prompt(AGENT)
+class LLMSubjectManager(LLMAgent[SubjectRequest, SubjectAnalysis, SubjectAnalysis]):
+    name = "subject_manager"
+    output_model = SubjectAnalysis
+
+    def payload(self, request: SubjectRequest) -> dict[str, Any]:
+        return subject_payload(request)
+
+    def validate(self, reply: SubjectAnalysis, request: SubjectRequest) -> SubjectAnalysis:
+        check_analysis(reply, request.memory, request.max_subjects)
+        return reply
 
     def analyze(self, request: SubjectRequest) -> tuple[SubjectAnalysis, list[CallRecord]]:
-        def validated(reply: SubjectAnalysis) -> SubjectAnalysis:
-            check_analysis(reply, request.memory, request.max_subjects)
-            return reply
-
-        messages = self.prompt.messages(subject_payload(request))
-        return self.llm.complete(AGENT, messages, SubjectAnalysis, validated)
+        return self.call(request)

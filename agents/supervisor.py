@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.llm import LLMClient
+from agents.llm_agent import LLMAgent
 from agents.planner import CallRecord, ReviewRequest
-from agents.prompts import load_prompt
 from agents.schemas import Review, SupervisorReply
-
-AGENT = "supervisor"
 
 
 def review_payload(request: ReviewRequest) -> dict[str, Any]:
@@ -34,17 +31,17 @@ def review_payload(request: ReviewRequest) -> dict[str, Any]:
     }
 
 
-def _review(reply: SupervisorReply) -> Review:
-    if not reply.approve and not reply.feedback.strip():
-        raise ValueError("a rejection needs concrete feedback: say which subject to move or resize and how")
-    return Review(approve=reply.approve, feedback=reply.feedback.strip(), source="llm")
+class LLMSupervisor(LLMAgent[ReviewRequest, SupervisorReply, Review]):
+    name = "supervisor"
+    output_model = SupervisorReply
 
+    def payload(self, request: ReviewRequest) -> dict[str, Any]:
+        return review_payload(request)
 
-class LLMSupervisor:
-    def __init__(self, llm: LLMClient) -> None:
-        self.llm = llm
-        self.prompt = load_prompt(AGENT)
+    def validate(self, reply: SupervisorReply, request: ReviewRequest) -> Review:
+        if not reply.approve and not reply.feedback.strip():
+            raise ValueError("a rejection needs concrete feedback: say which subject to move or resize and how")
+        return Review(approve=reply.approve, feedback=reply.feedback.strip(), source="llm")
 
     def review(self, request: ReviewRequest) -> tuple[Review, list[CallRecord]]:
-        messages = self.prompt.messages(review_payload(request))
-        return self.llm.complete(AGENT, messages, SupervisorReply, _review)
+        return self.call(request)
