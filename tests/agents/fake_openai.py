@@ -75,6 +75,20 @@ def format_of(body: dict[str, Any]) -> str | None:
     return fmt.get("type")
 
 
+def request_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON payload: the last user message that is a JSON object (a repair round ends with
+    the repair instruction, after the original payload and the bad reply)."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            try:
+                data = json.loads(message.get("content", ""))
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+    return {}
+
+
 def agent_of(body: dict[str, Any]) -> str:
     system = next((m.get("content", "") for m in body.get("messages", []) if m.get("role") == "system"), "")
     for marker, agent in AGENT_MARKERS.items():
@@ -147,7 +161,7 @@ class FakeOpenAI:
             return reply.status, error, reply.headers, reply.delay
         content = reply.content
         if content is None:
-            payload = json.loads(body["messages"][-1]["content"])
+            payload = request_payload(body)
             content = auto_reply(agent, payload)
         text = content if isinstance(content, str) else json.dumps(content)
         completion = {
