@@ -13,28 +13,25 @@ from studio.subjects import next_mother_id
 HISTORY_TURNS = 8
 
 
-def subject_payload(request: SubjectRequest) -> dict[str, Any]:
-    return {
-        "memory": [
-            {"id": s.id, "name": s.name, "description": s.description, "parent_id": s.parent_id} for s in request.memory
-        ],
-        "previous_picture": request.previous_ids,
-        "history": [
-            {"turn": entry.turn_index, "message": entry.message}
-            for entry in request.history[-HISTORY_TURNS:]
-            if entry.message
-        ],
-        "message": request.message,
-        "next_free_id": next_mother_id({s.id for s in request.memory}),
-    }
-
-
 class LLMSubjectManager(LLMAgent[SubjectRequest, SubjectAnalysis, SubjectAnalysis]):
     name = "subject_manager"
     output_model = SubjectAnalysis
 
     def payload(self, request: SubjectRequest) -> dict[str, Any]:
-        return subject_payload(request)
+        return {
+            "memory": [
+                {"id": s.id, "name": s.name, "description": s.description, "parent_id": s.parent_id}
+                for s in request.memory
+            ],
+            "previous_picture": request.previous_ids,
+            "history": [
+                {"turn": entry.turn_index, "message": entry.message}
+                for entry in request.history[-HISTORY_TURNS:]
+                if entry.message
+            ],
+            "message": request.message,
+            "next_free_id": next_mother_id({s.id for s in request.memory}),
+        }
 
     def validate(self, reply: SubjectAnalysis, request: SubjectRequest) -> SubjectAnalysis:
         check_analysis(reply, request.memory, request.max_subjects)

@@ -5,30 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from agents.llm_agent import LLMAgent
+from agents.payloads import layout_rows, subject_rows
 from agents.planner import CallRecord, ReviewRequest
 from agents.schemas import Review, SupervisorReply
-
-
-def review_payload(request: ReviewRequest) -> dict[str, Any]:
-    plan = request.draft.plan
-    return {
-        "canvas": {"width": plan.width, "height": plan.height},
-        "caption": request.analysis.caption,
-        "subjects": [
-            {"id": m.id, "name": m.name, "description": m.description, "action": m.action, "parent_id": m.parent_id}
-            for m in request.analysis.subjects
-        ],
-        "relations": [r.model_dump() for r in request.analysis.relations],
-        "layout": [
-            {
-                "subject_id": item.subject_id,
-                "phrase": item.phrase,
-                "box": [round(v, 1) for v in (item.box.x, item.box.y, item.box.w, item.box.h)],
-            }
-            for item in plan.items
-        ],
-        "round": request.round,
-    }
 
 
 class LLMSupervisor(LLMAgent[ReviewRequest, SupervisorReply, Review]):
@@ -36,7 +15,15 @@ class LLMSupervisor(LLMAgent[ReviewRequest, SupervisorReply, Review]):
     output_model = SupervisorReply
 
     def payload(self, request: ReviewRequest) -> dict[str, Any]:
-        return review_payload(request)
+        plan = request.draft.plan
+        return {
+            "canvas": {"width": plan.width, "height": plan.height},
+            "caption": request.analysis.caption,
+            "subjects": subject_rows(request.analysis),
+            "relations": [r.model_dump() for r in request.analysis.relations],
+            "layout": layout_rows(plan),
+            "round": request.round,
+        }
 
     def validate(self, reply: SupervisorReply, request: ReviewRequest) -> Review:
         if not reply.approve and not reply.feedback.strip():
