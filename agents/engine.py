@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agents.errors import AgentError
 from agents.graph import RunContext, build_graph
 from agents.planner import Planner
 from agents.state import ConversationState, draw_result, fresh_turn_input, subjects_of
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback, TurnContext, TurnOutcome
 from studio.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _initial_state(ctx: TurnContext, planner: Planner) -> ConversationState:
@@ -58,8 +63,9 @@ def _initial_state(ctx: TurnContext, planner: Planner) -> ConversationState:
     }
 
 
-def turn_info(state: ConversationState, resumed: bool) -> dict[str, Any]:
-    calls = state.get("calls") or []
+def turn_info(state: ConversationState, resumed: bool, failed_calls: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """What the turn did; `failed_calls` are the requests of an agent exchange that failed (never checkpointed)."""
+    calls = [*(state.get("calls") or []), *failed_calls]
     usage = {
         key: sum(int(call.get(key) or 0) for call in calls)
         for key in ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -98,8 +104,11 @@ class GraphEngine:
         refresh: str = "first",
         close: Callable[[], None] | None = None,
         on_node: Callable[[str], None] | None = None,
+        fallback: Planner | None = None,
     ) -> None:
         self.planner = planner
+        self.fallback = fallback
+        """Plans the rest of a turn whose LLM agent failed (settings.llm.fallback_to_offline); None: the turn fails."""
         self.drawer = drawer
         self.images = images
         self.checkpointer = checkpointer
@@ -142,29 +151,59 @@ class GraphEngine:
             on_step=on_step,
             cancel=cancel,
         )
-        final: ConversationState = values
+        try:
+            final = self._stream(run_input, config, run_context, values)
+        except AgentError as exc:
+            if self.fallback is None:
+                exc.info = turn_info(self.graph.get_state(config).values, resumed, exc.calls)  # type: ignore[arg-type]
+                raise
+            return self._fall_back(exc, config, run_context, resumed)
+        return self._outcome(final, resumed=resumed)
+
+    def _stream(
+        self, run_input: ConversationState | None, config: Any, context: RunContext, values: ConversationState
+    ) -> ConversationState:
+        final = values
         for mode, chunk in self.graph.stream(
-            run_input,
-            config,  # type: ignore[arg-type]
-            context=run_context,
-            stream_mode=["updates", "values"],
-            durability="sync",
+            run_input, config, context=context, stream_mode=["updates", "values"], durability="sync"
         ):
             if mode == "values":
                 final = chunk  # type: ignore[assignment]
             elif self.on_node is not None:
                 for node in chunk:  # type: ignore[union-attr]
                     self.on_node(node)
-        return self._outcome(final, resumed=resumed)
+        return final
 
-    def _outcome(self, state: ConversationState, resumed: bool) -> TurnOutcome:
+    def _fall_back(self, exc: AgentError, config: Any, context: RunContext, resumed: bool) -> TurnOutcome:
+        """Plan the rest of the turn with the fallback planner, from the checkpoint before the failed node
+        (what the LLM agents already produced stays); the `planned` event and the info say so."""
+        assert self.fallback is not None
+        note = {"planner": self.fallback.kind, "agent": exc.agent, "reason": exc.reason}
+        log.info("LLM planning failed, falling back to the %s planner: %s", self.fallback.kind, exc.reason)
+        emit = context.emit
+
+        def noted(event_type: Any, data: dict[str, Any]) -> None:
+            emit(event_type, {**data, "fallback": note} if event_type == "planned" else data)
+
+        # the fallback layout is deterministic: never loop for revisions (as for an offline engine)
+        fallback_context = replace(context, planner=self.fallback, max_revisions=0, emit=noted)
+        final = self._stream(None, config, fallback_context, self.graph.get_state(config).values)  # type: ignore[arg-type]
+        return self._outcome(final, resumed=resumed, failed_calls=exc.calls, fallback=note)
+
+    def _outcome(
+        self,
+        state: ConversationState,
+        resumed: bool,
+        failed_calls: Sequence[dict[str, Any]] = (),
+        fallback: dict[str, Any] | None = None,
+    ) -> TurnOutcome:
         if not state.get("done") or state.get("draw") is None:
             raise RuntimeError(f"turn {state.get('turn_id')!r} stopped before it was drawn")
         return TurnOutcome(
             plan=TurnPlan.model_validate(state["plan"]),
             result=draw_result(state["draw"], self.images),  # type: ignore[arg-type]
             subjects=subjects_of(state.get("subjects")),
-            info=turn_info(state, resumed),
+            info=turn_info(state, resumed, failed_calls) | ({"fallback": fallback} if fallback else {}),
         )
 
     def close(self) -> None:
@@ -204,12 +243,15 @@ def build_engine(
     planner; SQLite checkpoints in <data_dir>/checkpoints.sqlite unless the database URL is postgresql
     (or a checkpointer is given, which the caller then owns)."""
     from agents.checkpoint import open_checkpointer
+    from agents.offline import OfflinePlanner
 
     close = None
     if checkpointer is None:
         checkpointer, close = open_checkpointer(settings)
+    planner = planner or make_planner(settings)
+    fallback = OfflinePlanner() if planner.kind == "llm" and settings.llm.fallback_to_offline else None
     return GraphEngine(
-        planner=planner or make_planner(settings),
+        planner=planner,
         drawer=drawer,
         images=images,
         checkpointer=checkpointer,
@@ -217,4 +259,5 @@ def build_engine(
         max_subjects=settings.max_subjects,
         refresh=settings.vision.refresh,
         close=close,
+        fallback=fallback,
     )

@@ -4,47 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.llm import LLMClient
+from agents.llm_agent import LLMAgent
+from agents.payloads import layout_rows, rounded_box, subject_rows
 from agents.planner import CallRecord, LayoutDraft, LayoutRequest
-from agents.prompts import load_prompt
 from agents.schemas import LayoutReply, SubjectAnalysis
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.subjects import Subject
 
-AGENT = "layout_generator"
 CLIP_TOLERANCE = 0.02
-
-
-def _rounded(box: Box) -> list[float]:
-    return [round(v, 1) for v in (box.x, box.y, box.w, box.h)]
-
-
-def layout_payload(request: LayoutRequest) -> dict[str, Any]:
-    analysis = request.analysis
-    revision = None
-    if request.feedback and request.previous_draft is not None:
-        revision = {
-            "round": request.round,
-            "feedback": request.feedback,
-            "previous_layout": [
-                {"subject_id": item.subject_id, "phrase": item.phrase, "box": _rounded(item.box)}
-                for item in request.previous_draft.plan.items
-            ],
-        }
-    shown = {m.id for m in analysis.subjects}
-    return {
-        "canvas": {"width": request.width, "height": request.height},
-        "caption": analysis.caption,
-        "background": analysis.background,
-        "subjects": [
-            {"id": m.id, "name": m.name, "description": m.description, "action": m.action, "parent_id": m.parent_id}
-            for m in analysis.subjects
-        ],
-        "relations": [r.model_dump() for r in analysis.relations],
-        "previous_boxes": {sid: _rounded(box) for sid, box in request.previous_boxes.items() if sid in shown},
-        "revision": revision,
-    }
 
 
 def draft_from_reply(
@@ -82,14 +50,32 @@ def draft_from_reply(
     return LayoutDraft(plan=plan, clipped=clipped)
 
 
-class LLMLayoutGenerator:
-    def __init__(self, llm: LLMClient) -> None:
-        self.llm = llm
-        self.prompt = load_prompt(AGENT)
+class LLMLayoutGenerator(LLMAgent[LayoutRequest, LayoutReply, LayoutDraft]):
+    name = "layout_generator"
+    output_model = LayoutReply
+
+    def payload(self, request: LayoutRequest) -> dict[str, Any]:
+        analysis = request.analysis
+        revision = None
+        if request.feedback and request.previous_draft is not None:
+            revision = {
+                "round": request.round,
+                "feedback": request.feedback,
+                "previous_layout": layout_rows(request.previous_draft.plan),
+            }
+        shown = {m.id for m in analysis.subjects}
+        return {
+            "canvas": {"width": request.width, "height": request.height},
+            "caption": analysis.caption,
+            "background": analysis.background,
+            "subjects": subject_rows(analysis),
+            "relations": [r.model_dump() for r in analysis.relations],
+            "previous_boxes": {sid: rounded_box(box) for sid, box in request.previous_boxes.items() if sid in shown},
+            "revision": revision,
+        }
+
+    def validate(self, reply: LayoutReply, request: LayoutRequest) -> LayoutDraft:
+        return draft_from_reply(reply, request.analysis, request.memory, request.height, request.width)
 
     def layout(self, request: LayoutRequest) -> tuple[LayoutDraft, list[CallRecord]]:
-        def validated(reply: LayoutReply) -> LayoutDraft:
-            return draft_from_reply(reply, request.analysis, request.memory, request.height, request.width)
-
-        messages = self.prompt.messages(layout_payload(request))
-        return self.llm.complete(AGENT, messages, LayoutReply, validated)
+        return self.call(request)

@@ -23,11 +23,8 @@ class LLMPlanner:
         self.supervisor = LLMSupervisor(self.llm)
 
     def prompt_versions(self) -> dict[str, str]:
-        return {
-            "subject_manager": self.subject_manager.prompt.version,
-            "layout_generator": self.layout_generator.prompt.version,
-            "supervisor": self.supervisor.prompt.version,
-        }
+        agents = (self.subject_manager, self.layout_generator, self.supervisor)
+        return {agent.name: agent.prompt.version for agent in agents}
 
     def analyze(self, request: SubjectRequest) -> tuple[SubjectAnalysis, list[CallRecord]]:
         return self.subject_manager.analyze(request)

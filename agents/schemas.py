@@ -17,8 +17,8 @@ PAIRWISE_RELATIONS = frozenset({"left_of", "right_of", "above", "below", "on"})
 
 
 class _Strict(BaseModel):
-    """The schema sent to the model forbids extra keys (see agents.llm.strict_schema); validation is lenient
-    where no meaning is lost: extra keys are ignored and numeric ids become strings."""
+    """The schema sent to the model forbids extra keys (see agents.response_formats.strict_schema); validation
+    is lenient where no meaning is lost: extra keys are ignored and numeric ids become strings."""
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 

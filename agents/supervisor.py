@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from agents.checks import check_layout, score
+from agents.llm_agent import LLMAgent
+from agents.payloads import layout_rows, subject_rows
 from agents.planner import CallRecord, LayoutDraft, ReviewRequest
-from agents.prompts import load_prompt
 from agents.schemas import Review, SupervisorReply
 from studio.geometry import Box
 from studio.plan import TurnPlan
 
 if TYPE_CHECKING:  # the graph imports `supervise`; the offline planner must not need the openai client
-    from agents.llm import LLMClient
+    pass
 
-AGENT = "supervisor"
 
 Decision = Literal["approve", "revise", "bound"]
 SemanticReview = Callable[[ReviewRequest], tuple[Review, list[CallRecord]]]
@@ -78,40 +78,25 @@ def supervise(
         decision, plan = "revise", None
     return Verdict(round=request.round, decision=decision, review=review, best=best, plan=plan, calls=calls)
 
+class LLMSupervisor(LLMAgent[ReviewRequest, SupervisorReply, Review]):
+    name = "supervisor"
+    output_model = SupervisorReply
 
-def review_payload(request: ReviewRequest) -> dict[str, Any]:
-    plan = request.draft.plan
-    return {
-        "canvas": {"width": plan.width, "height": plan.height},
-        "caption": request.analysis.caption,
-        "subjects": [
-            {"id": m.id, "name": m.name, "description": m.description, "action": m.action, "parent_id": m.parent_id}
-            for m in request.analysis.subjects
-        ],
-        "relations": [r.model_dump() for r in request.analysis.relations],
-        "layout": [
-            {
-                "subject_id": item.subject_id,
-                "phrase": item.phrase,
-                "box": [round(v, 1) for v in (item.box.x, item.box.y, item.box.w, item.box.h)],
-            }
-            for item in plan.items
-        ],
-        "round": request.round,
-    }
+    def payload(self, request: ReviewRequest) -> dict[str, Any]:
+        plan = request.draft.plan
+        return {
+            "canvas": {"width": plan.width, "height": plan.height},
+            "caption": request.analysis.caption,
+            "subjects": subject_rows(request.analysis),
+            "relations": [r.model_dump() for r in request.analysis.relations],
+            "layout": layout_rows(plan),
+            "round": request.round,
+        }
 
-
-def _review(reply: SupervisorReply) -> Review:
-    if not reply.approve and not reply.feedback.strip():
-        raise ValueError("a rejection needs concrete feedback: say which subject to move or resize and how")
-    return Review(approve=reply.approve, feedback=reply.feedback.strip(), source="llm")
-
-
-class LLMSupervisor:
-    def __init__(self, llm: LLMClient) -> None:
-        self.llm = llm
-        self.prompt = load_prompt(AGENT)
+    def validate(self, reply: SupervisorReply, request: ReviewRequest) -> Review:
+        if not reply.approve and not reply.feedback.strip():
+            raise ValueError("a rejection needs concrete feedback: say which subject to move or resize and how")
+        return Review(approve=reply.approve, feedback=reply.feedback.strip(), source="llm")
 
     def review(self, request: ReviewRequest) -> tuple[Review, list[CallRecord]]:
-        messages = self.prompt.messages(review_payload(request))
-        return self.llm.complete(AGENT, messages, SupervisorReply, _review)
+        return self.call(request)

@@ -84,10 +84,27 @@ class LLMSettings(BaseModel):
     subject_manager_model: str | None = None
     layout_generator_model: str | None = None
     supervisor_model: str | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
-    max_revisions: int = Field(default=3, ge=0)
-    temperature: float = 0.2
+    timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="per request; a timed-out request is not re-sent (see docs/agents.md)"
+    )
+    max_retries: int = Field(
+        default=3, ge=0, le=10, description="re-sends after 408/409/429/5xx or a refused connection, never a timeout"
+    )
+    max_revisions: int = Field(default=3, ge=0, le=20)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=1024, ge=16, le=65536, description="reply budget of every request")
+    subject_manager_max_tokens: int | None = Field(default=None, ge=16, le=65536)
+    layout_generator_max_tokens: int | None = Field(default=None, ge=16, le=65536)
+    supervisor_max_tokens: int | None = Field(default=512, ge=16, le=65536)
+    max_tokens_cap: int = Field(
+        default=2048,
+        ge=16,
+        le=65536,
+        description="a reply cut at its budget is asked once more with the budget doubled up to this cap",
+    )
+    fallback_to_offline: bool = Field(
+        default=True, description="when the LLM agents cannot plan a turn, draw the offline planner's plan"
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod

@@ -2,7 +2,12 @@
 
 It runs in-process on 127.0.0.1 (uvicorn in a thread) or as an httpx2 mock transport. Replies are
 queued per agent (recognised from the system prompt); an empty queue falls back to an automatic
-responder that answers like a sensible model, built on the offline planner's rules."""
+responder that answers like a sensible model, built on the offline planner's rules.
+
+It can behave like the real servers the agents were tried against: `refuse` answers a response_format
+with an error (LLAMA_CPP_PYTHON: HTTP 500 on json_schema, but a schema inside json_object is followed);
+a scripted Reply can carry an error message (CONTEXT_OVERFLOW, llama-server's 400), finish_reason
+"length", raw control characters in its text, or a delay."""
 
 from __future__ import annotations
 
@@ -26,6 +31,22 @@ from agents.schemas import Relation, SubjectAnalysis, SubjectMention
 from studio.geometry import Box
 from studio.subjects import Subject
 
+LLAMA_CPP_PYTHON = {
+    # llama-cpp-python's server: its request model only knows text/json_object, and its error route turns
+    # the validation error into a 500
+    "json_schema": (
+        500,
+        "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n"
+        "  Input should be 'text' or 'json_object' [type=literal_error, input_value='json_schema']",
+    ),
+}
+JSON_OBJECT_ONLY = {
+    "json_schema": (400, "response_format json_schema is not supported"),
+    "json_object_schema": (400, "response_format.schema: extra inputs are not permitted"),
+}
+CONTEXT_OVERFLOW = "the request exceeds the available context size, try increasing it"
+"""llama-server's 400 message when prompt + max_tokens do not fit the context."""
+
 AGENT_MARKERS = {
     "You are the subject manager": "subject_manager",
     "You are the layout generator": "layout_generator",
@@ -40,6 +61,31 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    """The error message of a non-200 reply (default "scripted <status>")."""
+    finish_reason: str = "stop"
+
+
+def format_of(body: dict[str, Any]) -> str | None:
+    """json_schema, json_object_schema (json_object with a schema), json_object, or None."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object" and "schema" in fmt:
+        return "json_object_schema"
+    return fmt.get("type")
+
+
+def request_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON payload: the last user message that is a JSON object (a repair round ends with
+    the repair instruction, after the original payload and the bad reply)."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            try:
+                data = json.loads(message.get("content", ""))
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+    return {}
 
 
 def agent_of(body: dict[str, Any]) -> str:
@@ -87,7 +133,10 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.queues: dict[str, list[Reply]] = defaultdict(list)
         self.requests: list[dict[str, Any]] = []
-        self.reject_json_schema = False
+        self.refuse: dict[str, tuple[int, str]] = {}
+        """format (see format_of) → (status, message) answered instead of a completion."""
+        self.refuse_models: set[str] | None = None
+        """the models `refuse` applies to (None: all)."""
         self._lock = threading.Lock()
 
     def push(self, agent: str, *replies: Reply | dict[str, Any] | str) -> None:
@@ -99,18 +148,19 @@ class FakeOpenAI:
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str], float]:
         agent = agent_of(body)
-        fmt = (body.get("response_format") or {}).get("type")
+        fmt = format_of(body)
         with self._lock:
             self.requests.append({"agent": agent, "format": fmt, "body": body})
-            if self.reject_json_schema and fmt == "json_schema":
-                error = {"error": {"message": "response_format json_schema is not supported", "type": "invalid"}}
-                return 400, error, {}, 0.0
+            if fmt in self.refuse and (self.refuse_models is None or body.get("model") in self.refuse_models):
+                status, message = self.refuse[fmt]
+                return status, {"error": {"message": message, "type": "invalid_request_error"}}, {}, 0.0
             reply = self.queues[agent].pop(0) if self.queues[agent] else Reply()
         if reply.status != 200:
-            return reply.status, {"error": {"message": f"scripted {reply.status}"}}, reply.headers, reply.delay
+            error = {"error": {"message": reply.error or f"scripted {reply.status}", "type": "scripted"}}
+            return reply.status, error, reply.headers, reply.delay
         content = reply.content
         if content is None:
-            payload = json.loads(body["messages"][-1]["content"])
+            payload = request_payload(body)
             content = auto_reply(agent, payload)
         text = content if isinstance(content, str) else json.dumps(content)
         completion = {
@@ -118,7 +168,9 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "choices": [
+                {"index": 0, "finish_reason": reply.finish_reason, "message": {"role": "assistant", "content": text}}
+            ],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         }
         return 200, completion, reply.headers, reply.delay

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from agents import build_engine
-from agents.llm import AgentOutputError
+from agents.errors import AgentOutputError, LLMCallError
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.storage.images import FileImageStore
 from tests.agents.conftest import llm_settings
+from tests.agents.fake_openai import CONTEXT_OVERFLOW, Reply
 from tests.agents.fakes import FakeDrawer, Session
 
 MESSAGE = "A girl and a boy play in the park."
@@ -73,26 +74,73 @@ def test_deterministic_checks_then_bound_draws_the_best_plan(tmp_path: Path, fak
     assert [kind for kind, _ in session.events].count("revised") == 2
 
 
+WRONG_ID = {
+    "caption": "a girl",
+    "subjects": [
+        {"id": "7", "status": "new", "name": "girl", "description": "a girl", "parent_id": None, "action": ""}
+    ],
+    "updates": [],
+    "leaving": [],
+    "background": None,
+    "background_only": False,
+    "relations": [],
+}
+
+
 def test_invalid_replies_fail_the_turn_cleanly_and_the_turn_can_be_retried(tmp_path: Path, fake_llm) -> None:
     fake, url = fake_llm
-    wrong_id = {
-        "caption": "a girl",
-        "subjects": [
-            {"id": "7", "status": "new", "name": "girl", "description": "a girl", "parent_id": None, "action": ""}
-        ],
-        "updates": [],
-        "leaving": [],
-        "background": None,
-        "background_only": False,
-        "relations": [],
-    }
-    fake.push("subject_manager", wrong_id, wrong_id)
-    session = Session(engine_for(tmp_path, url))
+    fake.push("subject_manager", WRONG_ID, WRONG_ID)
+    session = Session(engine_for(tmp_path, url, fallback_to_offline=False))
     ctx = session.context(MESSAGE)
-    with pytest.raises(AgentOutputError, match=r"^subject_manager: .*next free id '1', got '7'"):
+    with pytest.raises(AgentOutputError, match=r"^subject_manager: .*next free id '1', got '7'") as failure:
         session.engine.run_turn(ctx, session.emit)
+    assert failure.value.reason.startswith("planning failed: subject_manager: invalid reply after one repair round")
+    info = failure.value.info
+    assert info["llm_calls"] == 2 and info["token_usage"]["total_tokens"] == 240 and len(info["latency_s"]) == 2
+    assert [c["repair"] for c in info["calls"]] == [False, True] and all(c["error"] for c in info["calls"])
     outcome = session.engine.run_turn(ctx, session.emit)
     assert [s.id for s in outcome.subjects] == ["1", "2"] and outcome.info["resumed"]
+
+
+def test_failed_layout_keeps_the_earlier_calls_in_the_failure_info(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    fake.push("layout_generator", "not json", Reply(status=400, error=CONTEXT_OVERFLOW))
+    session = Session(engine_for(tmp_path, url, fallback_to_offline=False))
+    with pytest.raises(LLMCallError, match="does not fit the model's context") as failure:
+        session.turn(MESSAGE)
+    calls = failure.value.info["calls"]
+    assert [(c["agent"], c["repair"]) for c in calls] == [
+        ("subject_manager", False),
+        ("layout_generator", False),
+        ("layout_generator", True),
+    ]
+
+
+def test_offline_fallback_when_the_llm_cannot_plan(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    fake.push("subject_manager", WRONG_ID, WRONG_ID)
+    session = Session(engine_for(tmp_path, url))
+    outcome = session.turn(MESSAGE)
+    assert [s.id for s in outcome.subjects] == ["1", "2"] and outcome.plan.subject_ids == ["1", "2"]
+    fallback = outcome.info["fallback"]
+    assert fallback["planner"] == "offline" and fallback["agent"] == "subject_manager"
+    assert fallback["reason"].startswith("planning failed: subject_manager: invalid reply after one repair round")
+    assert outcome.info["llm_calls"] == 2 and outcome.info["token_usage"]["total_tokens"] == 240
+    assert fake.count() == 2, "the rest of the turn is planned offline"
+    planned = [data for kind, data in session.events if kind == "planned"]
+    assert len(planned) == 1 and planned[0]["fallback"] == fallback
+
+
+def test_offline_fallback_keeps_what_the_llm_agents_produced(tmp_path: Path, fake_llm) -> None:
+    fake, url = fake_llm
+    analysis = {**WRONG_ID, "caption": "a girl reads", "subjects": [{**WRONG_ID["subjects"][0], "id": "1"}]}
+    fake.push("subject_manager", analysis)
+    fake.push("layout_generator", "not json", "still not json")
+    session = Session(engine_for(tmp_path, url))
+    outcome = session.turn(MESSAGE)
+    assert outcome.plan.caption == "a girl reads" and outcome.plan.subject_ids == ["1"]
+    assert outcome.info["fallback"]["agent"] == "layout_generator" and outcome.info["llm_calls"] == 3
+    assert fake.count("supervisor") == 0
 
 
 def test_explicit_plan_turn_skips_the_agents(tmp_path: Path, fake_llm) -> None:
