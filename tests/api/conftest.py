@@ -88,7 +88,7 @@ class ScriptedEngine:
 def make_service(tmp_path: Path, **overrides: object) -> tuple[TurnService, ScriptedEngine]:
     settings = Settings(data_dir=tmp_path, worker_threads=4, **overrides)
     db = Database(settings.resolved_database_url)
-    db.create_all()
+    db.migrate()
     images = FileImageStore(tmp_path / "images")
     engine = ScriptedEngine(images)
     return TurnService(settings, db, images, engine), engine

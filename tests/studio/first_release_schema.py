@@ -1,0 +1,96 @@
+"""The schema exactly as the first release (commit d1dc21f) created it with `metadata.create_all()`, kept to test
+that such a database is recognised, stamped and upgraded by the migrations. Do not edit."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("title", String(200), nullable=False, default=""),
+    Column("height", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("session_id", String(32), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("plan", JSON, nullable=True),
+    Column("image_id", String(64), nullable=True),
+    Column("debug_image_id", String(64), nullable=True),
+    Column("crops", JSON, nullable=False, default=list),
+    Column("timings", JSON, nullable=False, default=dict),
+    Column("info", JSON, nullable=False, default=dict),
+    Column("error", Text, nullable=True),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("session_id", "idx", name="uq_turn_index"),
+    UniqueConstraint("session_id", "idempotency_key", name="uq_turn_idempotency"),
+)
+Index("ix_turns_status", turns.c.status)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("session_id", String(32), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("subject_id", String(16), primary_key=True),
+    Column("data", JSON, nullable=False),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("session_id", String(32), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("session_id", String(32), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("turn_id", String(32), nullable=False),
+    Column("turn_index", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
+)
