@@ -157,6 +157,10 @@ class GraphEngine:
                     self.on_node(node)
         return self._outcome(final, resumed=resumed)
 
+    def forget(self, session_id: str) -> None:
+        """Delete the checkpoints of the session's thread (the session was deleted)."""
+        self.checkpointer.delete_thread(session_id)
+
     def _outcome(self, state: ConversationState, resumed: bool) -> TurnOutcome:
         if not state.get("done") or state.get("draw") is None:
             raise RuntimeError(f"turn {state.get('turn_id')!r} stopped before it was drawn")
