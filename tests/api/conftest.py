@@ -93,13 +93,15 @@ class ScriptedEngine:
         self.forgotten.append(session_id)
 
 
-def make_service(tmp_path: Path, **overrides: object) -> tuple[TurnService, ScriptedEngine]:
+def make_service(
+    tmp_path: Path, cancel_poll_seconds: float = 0.0, **overrides: object
+) -> tuple[TurnService, ScriptedEngine]:
     settings = Settings(**{"data_dir": tmp_path, "worker_threads": 4, **overrides})
     db = Database(settings.resolved_database_url)
     db.migrate()
     images = FileImageStore(tmp_path / "images")
     engine = ScriptedEngine(images)
-    return TurnService(settings, db, images, engine, cancel_poll_seconds=0.0), engine
+    return TurnService(settings, db, images, engine, cancel_poll_seconds=cancel_poll_seconds), engine
 
 
 @pytest.fixture
