@@ -4,8 +4,8 @@ the `alembic` command line (see alembic.ini at the repository root) connects to 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
+from studio.storage.database import Database
 from studio.storage.schema import metadata
 
 
@@ -27,7 +27,7 @@ def main() -> None:
         from studio.settings import Settings
 
         url = Settings().resolved_database_url
-    engine = create_engine(url)
+    engine = Database(url).engine  # creates the SQLite folder and sets the connection options
     try:
         with engine.begin() as conn:
             _run(conn)
