@@ -4,6 +4,9 @@ image URLs are added by api/urls.py alone (the service stores and emits ids)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -59,3 +62,8 @@ def test_upload_errors_are_translated_from_the_service(client: TestClient, keys:
     uploaded = client.post(url, headers=keys["a"], data={"name": "girl"}, files=files)
     assert uploaded.status_code == 201
     assert uploaded.json()["reference_url"] == image_url(uploaded.json()["reference_image_id"])
+
+
+def test_the_sdk_shares_the_url_function_without_importing_fastapi() -> None:
+    code = "import sys, api.client; assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
