@@ -58,8 +58,9 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         self._seq_lock = threading.Lock()
 
-    def migrate(self) -> str:
-        """Bring the schema to the newest revision (`alembic upgrade head`) and return that revision.
+    def migrate(self, revision: str = "head") -> str:
+        """Bring the schema to the newest revision (`alembic upgrade head`), or to `revision`; returns the
+        revision the database is at.
 
         A database made by the first release's `create_all()` (tables, no alembic_version) is recognised
         and stamped at revision 0001 first. Everything runs in one transaction that holds the database's
@@ -77,7 +78,7 @@ class Database:
             tables = set(inspect(conn).get_table_names())
             if "alembic_version" not in tables and "sessions" in tables:
                 command.stamp(config, FIRST_REVISION)
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
             return MigrationContext.configure(conn).get_current_revision() or ""
 
     @contextmanager

@@ -43,6 +43,14 @@ def test_upgrade_from_empty_gives_the_schema_of_schema_py(database_url: str) -> 
     db.engine.dispose()
 
 
+def test_revision_0001_is_the_first_release_schema(database_url: str) -> None:
+    db = Database(database_url)
+    assert db.migrate("0001") == "0001"
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), old.metadata) == []
+    db.engine.dispose()
+
+
 def test_a_first_release_database_is_stamped_upgraded_and_keeps_its_rows(database_url: str) -> None:
     engine = Database(database_url).engine
     old.metadata.create_all(engine)  # what the first release's Database.create_all() did

@@ -42,17 +42,22 @@ def new_session(service: TurnService, title: str = "") -> Session:
     return service.db.create_session("t", title, 64, 96, DrawSettings())
 
 
+def held_turn(tmp_path: Path, **overrides: object) -> tuple[TurnService, ScriptedEngine, Session, Turn]:
+    """A service whose engine has started a turn and holds it (like a long draw) until `engine.hold` is set."""
+    service, engine = make_service(tmp_path, **overrides)
+    engine.hold.clear()
+    session = new_session(service)
+    turn = service.submit_turn(session, TurnRequest(message="a girl"))
+    wait_until(lambda: engine.started)
+    return service, engine, session, turn
+
+
 # --- durable cancel -----------------------------------------------------------------------------------
 
 
 def test_a_cancel_survives_a_restart_and_the_turn_never_runs_again(tmp_path: Path) -> None:
     # the process running the turn reads the stored flag only once an hour: it will not act on the cancel
-    first, engine = make_service(tmp_path, cancel_poll_seconds=3600)
-    engine.hold.clear()
-    session = new_session(first)
-    turn = first.submit_turn(session, TurnRequest(message="a girl"))
-    first.start()
-    wait_until(lambda: engine.started)
+    first, _, session, turn = held_turn(tmp_path, cancel_poll_seconds=3600)
     # another API process answers the cancel (202), then the running process is stopped (SIGTERM)
     api_process, _ = make_service(tmp_path)
     assert api_process.cancel_turn(turn)
@@ -69,11 +74,7 @@ def test_a_cancel_survives_a_restart_and_the_turn_never_runs_again(tmp_path: Pat
 
 
 def test_a_cancel_stored_by_another_process_stops_the_running_turn(tmp_path: Path) -> None:
-    service, engine = make_service(tmp_path)
-    engine.hold.clear()
-    session = new_session(service)
-    turn = service.submit_turn(session, TurnRequest(message="a girl"))
-    wait_until(lambda: engine.started)
+    service, engine, session, turn = held_turn(tmp_path)
     assert Database(service.db.url).request_cancel(turn.id)  # another process, between two steps
     ended = finished(service, session, 1)
     assert (ended.status, ended.error) == (TurnStatus.FAILED, "cancelled") and engine.finished == []
@@ -110,11 +111,8 @@ def test_delete_removes_the_sessions_files_events_and_checkpoints_but_not_shared
 def test_deleting_a_session_with_a_running_turn_leaves_the_worker_serving(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    service, engine = make_service(tmp_path, worker_threads=1)
-    engine.hold.clear()
-    doomed, other = new_session(service), new_session(service)
-    service.submit_turn(doomed, TurnRequest(message="a girl"))
-    wait_until(lambda: engine.started)
+    service, engine, doomed, _ = held_turn(tmp_path, worker_threads=1)
+    other = new_session(service)
     with caplog.at_level(logging.WARNING):
         service.delete_session(doomed)
         service.submit_turn(other, TurnRequest(message="a boy"))
@@ -130,11 +128,7 @@ def test_a_turn_finishing_after_its_session_was_deleted_elsewhere_records_and_ke
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # this process does not see the delete before the draw ends (it reads the stored flag once an hour)
-    service, engine = make_service(tmp_path, cancel_poll_seconds=3600)
-    engine.hold.clear()
-    session = new_session(service)
-    service.submit_turn(session, TurnRequest(message="a girl"))
-    wait_until(lambda: engine.started)
+    service, engine, session, _ = held_turn(tmp_path, cancel_poll_seconds=3600)
     with caplog.at_level(logging.WARNING):
         Database(service.db.url).delete_session(session.id)  # another process deletes the session
         engine.hold.set()
