@@ -12,14 +12,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from setuptools import find_packages
-from sqlalchemy import insert
+from sqlalchemy import MetaData, insert, inspect, text
 from typer.testing import CliRunner
 
 from entrypoints.cli import app
 from studio.storage import schema
-from studio.storage.database import MIGRATIONS, Database
+from studio.storage.database import FIRST_REVISION, MIGRATIONS, Database
 from studio.turns import TurnStatus
-from tests.studio import first_release_schema as old
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,26 +42,32 @@ def test_upgrade_from_empty_gives_the_schema_of_schema_py(database_url: str) -> 
     db.engine.dispose()
 
 
-def test_revision_0001_is_the_first_release_schema(database_url: str) -> None:
-    db = Database(database_url)
-    assert db.migrate("0001") == "0001"
-    with db.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), old.metadata) == []
+def _first_release_database(url: str) -> None:
+    """The tables the first release's `create_all()` made, without alembic_version: revision 0001 is that
+    schema (checked with compare_metadata against commit d1dc21f's metadata when 0001 was written)."""
+    db = Database(url)
+    db.migrate(FIRST_REVISION)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+        assert "alembic_version" not in inspect(conn).get_table_names()
     db.engine.dispose()
 
 
 def test_a_first_release_database_is_stamped_upgraded_and_keeps_its_rows(database_url: str) -> None:
-    engine = Database(database_url).engine
-    old.metadata.create_all(engine)  # what the first release's Database.create_all() did
+    _first_release_database(database_url)
     created = datetime(2026, 1, 2, tzinfo=UTC)
+    engine = Database(database_url).engine
+    first_release = MetaData()
+    first_release.reflect(engine)
+    sessions, turns, events = (first_release.tables[name] for name in ("sessions", "turns", "events"))
     with engine.begin() as conn:
         conn.execute(
-            insert(old.sessions).values(
+            insert(sessions).values(
                 id="s1", tenant="t", title="old", height=64, width=96, settings={"steps": 3}, created_at=created
             )
         )
         conn.execute(
-            insert(old.turns).values(
+            insert(turns).values(
                 id="t1",
                 session_id="s1",
                 idx=1,
@@ -74,9 +79,7 @@ def test_a_first_release_database_is_stamped_upgraded_and_keeps_its_rows(databas
                 created_at=created,
             )
         )
-        conn.execute(
-            insert(old.events).values(session_id="s1", seq=1, type="queued", turn_id="t1", turn_index=1, data={})
-        )
+        conn.execute(insert(events).values(session_id="s1", seq=1, type="queued", turn_id="t1", turn_index=1, data={}))
     engine.dispose()
 
     db = Database(database_url)

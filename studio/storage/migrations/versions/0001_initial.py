@@ -1,5 +1,8 @@
 """The schema of the first release (what `create_all()` made before migrations existed).
 
+Checked when written: on SQLite and PostgreSQL, Alembic's compare_metadata finds no difference between a
+database upgraded to this revision and the metadata of studio/storage/schema.py at commit d1dc21f.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
