@@ -10,11 +10,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.client import _image_path
 from api.routes_turns import _sse
 from api.urls import image_url
 from studio.turns import TurnEvent
-from tests.api.conftest import png, wait_for_turn
+from tests.api.conftest import make_service, png, wait_for_turn
 from tests.api.test_api import new_session, plan_body
 
 
@@ -67,3 +68,18 @@ def test_upload_errors_are_translated_from_the_service(client: TestClient, keys:
 def test_the_sdk_shares_the_url_function_without_importing_fastapi() -> None:
     code = "import sys, api.client; assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
+    service, engine = make_service(tmp_path, max_queued_turns=1)
+    engine.hold.clear()
+    try:
+        with TestClient(create_app(service)) as client:
+            headers = {"Authorization": f"Bearer {service.db.create_key('t')}"}
+            url = f"/v1/sessions/{new_session(client, headers)}/turns"
+            assert client.post(url, json={"message": "x"}, headers=headers).status_code == 202
+            full = client.post(url, json={"message": "y"}, headers=headers)
+            assert full.status_code == 429 and full.headers["Retry-After"] == "2"
+            assert "1 turns are already waiting" in json.dumps(full.json())
+    finally:
+        engine.hold.set()
