@@ -174,6 +174,10 @@ class GraphEngine:
                     self.on_node(node)
         return final
 
+    def forget(self, session_id: str) -> None:
+        """Delete the checkpoints of the session's thread (the session was deleted)."""
+        self.checkpointer.delete_thread(session_id)
+
     def _fall_back(self, exc: AgentError, config: Any, context: RunContext, resumed: bool) -> TurnOutcome:
         """Plan the rest of the turn with the fallback planner, from the checkpoint before the failed node
         (what the LLM agents already produced stays); the `planned` event and the info say so."""

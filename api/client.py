@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
+from api.urls import image_url
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
 from studio.turns import Session, SessionCreate, SubjectView, Turn, TurnEvent
@@ -417,7 +418,7 @@ class AsyncStudioClient:
 
 
 def _image_path(image_id_or_url: str) -> str:
-    return image_id_or_url if image_id_or_url.startswith("/") else f"/v1/images/{image_id_or_url}"
+    return image_id_or_url if image_id_or_url.startswith("/") else image_url(image_id_or_url)
 
 
 __all__ = [

@@ -52,5 +52,5 @@ def get_session(session: Session = Depends(owned_session)) -> Session:
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_session(session: Session = Depends(owned_session), service: TurnService = Depends(get_service)) -> Response:
-    service.db.delete_session(session.id)
+    service.delete_session(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,21 +11,13 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.auth import get_service
 from api.routes_sessions import owned_session
-from studio.service import RequestRejected, TurnService
+from api.urls import event_with_urls, turn_with_urls
+from studio.service import QueueFull, RequestRejected, SessionGone, TurnService
 from studio.turns import Session, Turn, TurnEvent, TurnRequest
 
 router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"])
 MAX_INT = 2**31 - 1
 TurnIndex = Annotated[int, Path(ge=1, le=MAX_INT, description="the turn's number in its session, from 1")]
-
-
-def with_urls(turn: Turn) -> Turn:
-    return turn.model_copy(
-        update={
-            "image_url": f"/v1/images/{turn.image_id}" if turn.image_id else None,
-            "debug_image_url": f"/v1/images/{turn.debug_image_id}" if turn.debug_image_id else None,
-        }
-    )
 
 
 @router.post("/turns", status_code=status.HTTP_202_ACCEPTED, response_model=Turn)
@@ -35,25 +27,26 @@ def post_turn(
     service: TurnService = Depends(get_service),
     idempotency_key: str | None = Header(default=None, max_length=200),
 ) -> Turn:
-    """Queue a turn: `{"message": …}` is planned by the agents, `{"plan": …}` is drawn as given. A retry
-    with the same `Idempotency-Key` returns the same turn instead of drawing twice."""
-    if idempotency_key is None or service.db.turn_by_idempotency_key(session.id, idempotency_key) is None:
-        unfinished = [t for t in service.db.list_turns(session.id) if not t.status.finished]
-        if len(unfinished) >= service.settings.max_queued_turns:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"{len(unfinished)} turns are already waiting in this session; retry later",
-                headers={"Retry-After": "2"},
-            )
+    """Queue a turn: `{"message": …}` is planned by the agents, `{"plan": …}` is drawn as given.
+
+    A retry with the same `Idempotency-Key` and the same body returns the same turn (202) instead of drawing
+    twice; the same key with a different body is refused with 422 (use a new key for a new request). 429 with
+    `Retry-After` when the session already has its maximum of unfinished turns."""
     try:
-        return with_urls(service.submit_turn(session, body, idempotency_key))
+        return turn_with_urls(service.submit_turn(session, body, idempotency_key))
+    except QueueFull as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}
+        ) from exc
     except RequestRejected as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    except SessionGone as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
 @router.get("/turns", response_model=list[Turn])
 def list_turns(session: Session = Depends(owned_session), service: TurnService = Depends(get_service)) -> list[Turn]:
-    return [with_urls(turn) for turn in service.db.list_turns(session.id)]
+    return [turn_with_urls(turn) for turn in service.db.list_turns(session.id)]
 
 
 @router.get("/turns/{index}", response_model=Turn)
@@ -63,7 +56,7 @@ def get_turn(
     turn = service.db.get_turn(session.id, index)
     if turn is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"turn {index} not found in session {session.id}")
-    return with_urls(turn)
+    return turn_with_urls(turn)
 
 
 @router.post("/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED)
@@ -77,7 +70,7 @@ def cancel_turn(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"turn {index} not found in session {session.id}")
     if not service.cancel_turn(turn):
         raise HTTPException(status.HTTP_409_CONFLICT, f"turn {index} has already finished ({turn.status})")
-    return with_urls(turn)
+    return turn_with_urls(turn)
 
 
 @router.get("/events")
@@ -118,4 +111,4 @@ async def events(
 
 
 def _sse(event: TurnEvent) -> dict[str, str]:
-    return {"id": str(event.seq), "event": event.type, "data": event.model_dump_json()}
+    return {"id": str(event.seq), "event": event.type, "data": event_with_urls(event).model_dump_json()}

@@ -57,7 +57,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "STUDIO_DATA_DIR": data_dir, "STUDIO_PORT": str(port)}
         db = Database(f"sqlite:///{Path(data_dir) / 'studio.db'}")
-        db.create_all()
+        db.migrate()
         key = db.create_key("bench")
         server = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"

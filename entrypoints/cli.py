@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Multi-turn, subject-consistent image generation service.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console()
 
 DEMO_DIALOGUE = [
@@ -38,7 +40,7 @@ def _database(settings: Settings) -> Database:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    db.create_all()
+    db.migrate()
     return db
 
 
@@ -64,6 +66,18 @@ def serve(
         updates["auth"] = settings.auth.model_copy(update={"enabled": False})
     settings = settings.model_copy(update=updates)
     uvicorn.run(create_app(build_service(settings)), host=settings.host, port=settings.port)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the configured database to the newest schema (`alembic upgrade head`). The server also does
+    this when it starts; run it yourself to migrate before rolling out a new version."""
+    from studio.storage.database import Database
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    revision = Database(settings.resolved_database_url).migrate()
+    console.print(f"database at revision {revision}")
 
 
 @keys_app.command("create")

@@ -65,7 +65,7 @@ def build_engine(settings: Settings, drawer: Drawer, images: FileImageStore) -> 
 def build_service(settings: Settings, engine: TurnEngine | None = None, drawer: Any = None) -> TurnService:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    db.create_all()
+    db.migrate()
     images = FileImageStore(settings.data_dir / "images")
     if engine is None:
         engine = build_engine(settings, drawer or PresetDrawer(settings), images)

@@ -95,7 +95,8 @@ class TurnEngine(Protocol):
     """Runs one turn from request to drawn image and updated memory.
 
     Called again with the same `turn_id` after a crash, it must continue from where it stopped
-    (e.g. from its last LangGraph checkpoint) rather than start over."""
+    (e.g. from its last LangGraph checkpoint) rather than start over. `cancel.is_set()` is to be checked
+    between steps (the service's signal also reads the cancel stored on the turn)."""
 
     def run_turn(
         self,
@@ -104,3 +105,7 @@ class TurnEngine(Protocol):
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> TurnOutcome: ...
+
+    def forget(self, session_id: str) -> None:
+        """Delete everything the engine keeps for the session (its checkpoints); the session was deleted."""
+        ...

@@ -1,7 +1,10 @@
-"""The turn service: accepts turns, runs them strictly in order per session on worker threads, stores
-their results (image files first, then the records) and publishes their events.
+"""The turn service: the one door to turns, sessions and references. It accepts turns (queue cap and
+idempotency enforced atomically by the database), runs them strictly in order per session and round-robin
+across sessions on worker threads, stores their results (image files first, then the records) and
+publishes their events. It never builds URLs: it stores and emits image ids; api/ adds the URLs.
 
-On start it resumes every turn left unfinished by a crash; the engine continues from its checkpoint."""
+On start it resumes every turn left unfinished by a crash; the engine continues from its checkpoint. A cancel
+is stored on the turn, so the process that resumes a cancelled turn ends it instead of running it."""
 
 from __future__ import annotations
 
@@ -11,35 +14,49 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from studio.cancellation import StoredCancel
 from studio.draw import DrawSettings
 from studio.events import EventBus
 from studio.failures import DrawCancelled, TurnFailure, clip_reason
+from studio.images import encode_png, sniff_upload
 from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
+from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone
 from studio.settings import Settings
 from studio.storage.database import Database
 from studio.storage.images import FileImageStore
-from studio.subjects import Subject
+from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
 from studio.turns import CropView, EventType, Session, Turn, TurnEvent, TurnRequest, TurnStatus
+
+__all__ = ["IdempotencyKeyReused", "QueueFull", "RequestRejected", "SessionGone", "TurnService"]
 
 log = logging.getLogger(__name__)
 
-
-class RequestRejected(ValueError):
-    """A request that is well-formed but not acceptable (limits); the API answers 422 with the message."""
+CANCEL_POLL_SECONDS = 0.5
+"""How often a running turn reads its stored cancel flag (a cancel or delete made by another process)."""
 
 
 class TurnService:
-    def __init__(self, settings: Settings, db: Database, images: FileImageStore, engine: TurnEngine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        images: FileImageStore,
+        engine: TurnEngine,
+        cancel_poll_seconds: float = CANCEL_POLL_SECONDS,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.images = images
         self.engine = engine
         self.bus = EventBus()
         self._pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="turn-worker")
-        self._active: set[str] = set()
+        self._cancel_poll_seconds = cancel_poll_seconds
         self._lock = threading.Lock()
-        self._cancel: dict[str, threading.Event] = {}
+        self._active: set[str] = set()
+        """Sessions with a task in the pool (waiting or running): at most one each, so turns stay ordered."""
+        self._running: dict[str, tuple[str, StoredCancel]] = {}
+        """Turn id → (session id, cancel signal) of the turns running in this process."""
         self._emit_lock = threading.Lock()
         self._closed = False
 
@@ -53,9 +70,10 @@ class TurnService:
     def close(self, wait: bool = True) -> None:
         """Stop taking work; running turns stop between two steps and stay unfinished, to be resumed
         by the next process (the engine continues from its checkpoint)."""
-        self._closed = True
-        for event in list(self._cancel.values()):
-            event.set()
+        with self._lock:
+            self._closed = True
+            for _, cancel in self._running.values():
+                cancel.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     # --- requests -------------------------------------------------------------------------------------
@@ -81,6 +99,9 @@ class TurnService:
             raise RequestRejected(f"a turn may place at most {self.settings.max_subjects} subjects")
 
     def submit_turn(self, session: Session, request: TurnRequest, idempotency_key: str | None = None) -> Turn:
+        """Queue a turn. The same `idempotency_key` with the same request returns the first turn (nothing is
+        queued twice); with a different request it raises IdempotencyKeyReused. QueueFull when the session
+        already holds `max_queued_turns` unfinished turns; both checks are atomic with the insert."""
         settings = request.settings or session.settings
         if request.settings is not None:
             self.check_canvas(session.height, session.width, settings.preset)
@@ -90,49 +111,108 @@ class TurnService:
                 t.status == TurnStatus.DONE for t in self.db.list_turns(session.id)
             ):
                 raise RequestRejected("an editing plan needs an earlier finished turn whose image it keeps")
-        turn, created = self.db.create_turn(session.id, request, idempotency_key)
+        turn, created = self.db.create_turn(
+            session.id, request, idempotency_key, max_unfinished=self.settings.max_queued_turns
+        )
         if created:
             self._emit(turn, "queued", {})
             self._schedule(session.id)
         return turn
 
-    # --- scheduling: one drain loop per session keeps its turns strictly ordered ---------------------
+    def cancel_turn(self, turn: Turn) -> bool:
+        """Ask a queued or running turn to stop; it ends `failed` with reason "cancelled" (a running drawer
+        stops between two steps). The cancel is stored on the turn: a turn running in another process sees
+        it at its next step, and a process that resumes the turn after a restart ends it without running it.
+        Returns False when the turn had already finished."""
+        if turn.status.finished or not self.db.request_cancel(turn.id):
+            return False
+        with self._lock:
+            running = self._running.get(turn.id)
+        if running is not None:
+            running[1].set()
+        return True
+
+    def delete_session(self, session: Session) -> None:
+        """Delete the session's records and events, its image files that no other session references, and
+        the engine's checkpoints of its thread. A turn of the session still running stops at its next step
+        (in any process: its row is gone) and records nothing."""
+        orphans = self.db.delete_session(session.id)
+        with self._lock:
+            running = [cancel for session_id, cancel in self._running.values() if session_id == session.id]
+        for cancel in running:
+            cancel.set()
+        self._delete_files(orphans)
+        self.engine.forget(session.id)
+
+    def upload_reference(
+        self, session: Session, name: str, data: bytes, description: str = "", subject_id: str | None = None
+    ) -> Subject:
+        """Validate an uploaded image (ImageRejected carries the HTTP status), store it as PNG and make it the
+        reference of `subject_id`, or of the subject of that name, or of a new subject. A crop of a drawn
+        image never replaces it."""
+        image = sniff_upload(data, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
+        memory = self.db.list_subjects(session.id)
+        target = upload_target(memory, name, subject_id)
+        image_id = self.images.put(encode_png(image))
+        existing = next((s for s in memory if s.id == target), None)
+        subject = Subject(
+            id=target,
+            name=name,
+            description=description or (existing.description if existing else ""),
+            reference_image_id=image_id,
+            reference_source=ReferenceSource.UPLOAD,
+            reference_score=None,
+            first_seen_turn=existing.first_seen_turn if existing else None,
+            refreshed_turn=existing.refreshed_turn if existing else None,
+        )
+        if not self.db.put_subject(session.id, session.tenant, subject, image_id):
+            self._delete_files(self.db.unreferenced_images({image_id}))
+            raise SessionGone(f"session {session.id} not found")
+        return subject
+
+    def _delete_files(self, image_ids: list[str]) -> None:
+        for image_id in image_ids:
+            self.images.delete(image_id)
+
+    # --- scheduling: round-robin across sessions, one turn at a time per session -----------------------
 
     def _schedule(self, session_id: str) -> None:
         with self._lock:
             if self._closed or session_id in self._active:
                 return
             self._active.add(session_id)
-        self._pool.submit(self._drain, session_id)
+            self._submit(session_id)
 
-    def _drain(self, session_id: str) -> None:
+    def _submit(self, session_id: str) -> None:
+        """Queue one round of the session behind every session already waiting (call under `_lock`)."""
         try:
-            while not self._closed:
+            self._pool.submit(self._serve, session_id)
+        except RuntimeError:  # the pool is shut down: the next process resumes the session
+            self._active.discard(session_id)
+
+    def _serve(self, session_id: str) -> None:
+        """Run the session's next unfinished turn, then queue the session again at the back: with more
+        sessions than workers, each session with work gets one turn per round (a session's turns still
+        run strictly in order, never two at once)."""
+        turn = None
+        try:
+            if not self._closed:
                 turn = self.db.next_unfinished_turn(session_id)
-                if turn is None:
-                    with self._lock:
-                        # a turn submitted between the query and here would otherwise wait forever
-                        if self.db.next_unfinished_turn(session_id) is None:
-                            return
-                    continue
-                try:
-                    self._run(turn)
-                except Exception:
-                    # not even the failure could be recorded (e.g. the session was deleted meanwhile);
-                    # stop rather than spin: a later submit or a restart picks the session up again
-                    log.exception("turn %s of session %s could not be finished", turn.id, session_id)
-                    return
-        finally:
+            if turn is not None:
+                self._run(turn)
+        except Exception:
+            # not even the failure could be recorded (e.g. the database is unreachable): stop rather than
+            # spin; a later submit or a restart picks the session up again
+            log.exception("session %s: turn %s could not be finished", session_id, turn.id if turn else None)
             with self._lock:
                 self._active.discard(session_id)
-
-    def cancel_turn(self, turn: Turn) -> bool:
-        """Ask a queued or running turn to stop; it ends `failed` with reason "cancelled" (a running
-        drawer stops between two steps). Returns False when the turn had already finished."""
-        if turn.status.finished:
-            return False
-        self._cancel.setdefault(turn.id, threading.Event()).set()
-        return True
+            return
+        with self._lock:
+            # re-checked under the lock: a turn submitted since the query must not wait forever
+            if not self._closed and (turn is not None or self.db.next_unfinished_turn(session_id) is not None):
+                self._submit(session_id)
+            else:
+                self._active.discard(session_id)
 
     # --- one turn -------------------------------------------------------------------------------------
 
@@ -140,7 +220,11 @@ class TurnService:
         session = self.db.get_session(turn.session_id)
         if session is None:
             return
-        cancel = self._cancel.setdefault(turn.id, threading.Event())
+        cancel = StoredCancel(lambda: self.db.cancel_requested(turn.id), self._cancel_poll_seconds)
+        with self._lock:
+            if self._closed:
+                cancel.set()
+            self._running[turn.id] = (turn.session_id, cancel)
         started = time.perf_counter()
         try:
             if cancel.is_set():
@@ -171,7 +255,11 @@ class TurnService:
             log.exception("turn %s failed", turn.id)
             self._fail(turn, clip_reason(f"internal error: {type(exc).__name__}: {exc}"))
         finally:
-            self._cancel.pop(turn.id, None)
+            with self._lock:
+                self._running.pop(turn.id, None)
+            if self.db.get_session(turn.session_id) is None:
+                # deleted while the turn ran: drop the checkpoints the run wrote after the delete
+                self.engine.forget(turn.session_id)
 
     def _context(self, session: Session, turn: Turn) -> TurnContext:
         previous = [t for t in self.db.list_turns(session.id) if t.index < turn.index and t.status == TurnStatus.DONE]
@@ -212,7 +300,7 @@ class TurnService:
                     reason=crop.reason,
                     score=crop.score,
                     box=crop.box.model_dump() if crop.box else None,
-                    crop_url=f"/v1/images/{crop_id}" if crop_id else None,
+                    crop_image_id=crop_id,
                 )
             )
         memory: list[Subject] = outcome.subjects
@@ -221,21 +309,20 @@ class TurnService:
                 image_ids.setdefault(subject.reference_image_id, "reference")
         timings = {**result.timings, "turn_total": round(seconds, 4)}
         final_id = next(iter(image_ids))
-        self.db.finish_turn(
+        if not self.db.finish_turn(
             turn, session.tenant, outcome.plan, final_id, debug_id, crops, timings, outcome.info, memory, image_ids
-        )
-        self._emit(
-            turn,
-            "done",
-            {"image_id": final_id, "image_url": f"/v1/images/{final_id}", "timings": timings},
-        )
+        ):
+            # the session was deleted while the turn ran: drop the files nothing references
+            self._delete_files(self.db.unreferenced_images(set(image_ids)))
+            return
+        self._emit(turn, "done", {"image_id": final_id, "timings": timings})
 
     def _fail(self, turn: Turn, reason: str, info: dict[str, Any] | None = None) -> None:
         fields: dict[str, Any] = {"error": reason}
         if info:
             fields["info"] = info
-        self.db.set_turn_status(turn.id, TurnStatus.FAILED, **fields)
-        self._emit(turn, "failed", {"reason": reason})
+        if self.db.set_turn_status(turn.id, TurnStatus.FAILED, **fields):
+            self._emit(turn, "failed", {"reason": reason})
 
     def _emit(self, turn: Turn, event_type: EventType, data: dict[str, Any]) -> None:
         event = TurnEvent(
@@ -244,5 +331,25 @@ class TurnService:
         # numbering and publishing under one lock: live listeners see events in sequence order, so a stream
         # that skips what it has already sent never skips an event it has not
         with self._emit_lock:
-            self.bus.publish(self.db.append_event(turn.session_id, event))
+            stored = self.db.append_event(turn.session_id, event)
+            if stored is not None:  # None: the session was deleted
+                self.bus.publish(stored)
 
+
+
+def upload_target(memory: list[Subject], name: str, subject_id: str | None) -> str:
+    """The subject an upload attaches to: `subject_id` when given (its parent must exist), else the mother
+    subject of that name, else a new mother subject."""
+    if subject_id is not None:
+        try:
+            target = validate_subject_id(subject_id)
+        except ValueError as exc:
+            raise RequestRejected(f"subject_id: {exc}") from exc
+        parent = parent_of(target)
+        if parent is not None and all(s.id != parent for s in memory):
+            raise RequestRejected(f"subject_id: parent {parent!r} is unknown")
+        return target
+    for subject in memory:
+        if subject.name.lower() == name.lower() and not subject.is_component:
+            return subject.id
+    return next_mother_id({s.id for s in memory})

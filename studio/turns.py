@@ -67,6 +67,7 @@ class CropView(BaseModel):
     reason: str | None = None
     score: float = 0.0
     box: Any | None = None
+    crop_image_id: str | None = None
     crop_url: str | None = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import uuid
@@ -12,17 +13,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
+from studio.rejections import IdempotencyKeyReused, QueueFull, SessionGone
 from studio.storage import schema
 from studio.subjects import ReferenceSource, Subject, id_key
 from studio.turns import CropView, Session, Turn, TurnEvent, TurnRequest, TurnStatus
 
 KEY_PREFIX = "sk-studio-"
+MIGRATIONS = Path(__file__).parent / "migrations"
+FIRST_REVISION = "0001"
+MIGRATION_LOCK = 7_430_051_001  # any constant: the PostgreSQL advisory lock taken while migrating
+UNFINISHED = [TurnStatus.QUEUED.value, TurnStatus.PLANNING.value, TurnStatus.DRAWING.value]
 
 
 def new_id() -> str:
@@ -41,23 +46,59 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
+        connect_args = {"check_same_thread": False, "timeout": 30} if self.is_sqlite else {}
         self.engine: Engine = create_engine(
             url, connect_args=connect_args, pool_pre_ping=True, pool_size=20, max_overflow=20
         )
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._seq_lock = threading.Lock()
 
-    def create_all(self) -> None:
-        schema.metadata.create_all(self.engine)
+    def migrate(self, revision: str = "head") -> str:
+        """Bring the schema to the newest revision (`alembic upgrade head`), or to `revision`; returns the
+        revision the database is at.
+
+        A database made by the first release's `create_all()` (tables, no alembic_version) is recognised
+        and stamped at revision 0001 first. Everything runs in one transaction that holds the database's
+        write lock (SQLite) or an advisory lock (PostgreSQL), so processes starting together migrate once."""
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self._locked_tx(None) as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            tables = set(inspect(conn).get_table_names())
+            if "alembic_version" not in tables and "sessions" in tables:
+                command.stamp(config, FIRST_REVISION)
+            command.upgrade(config, revision)
+            return MigrationContext.configure(conn).get_current_revision() or ""
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _locked_tx(self, session_id: str | None) -> Iterator[Connection]:
+        """A transaction that serialises with every other writer of the session: SQLite takes the database's
+        write lock at BEGIN (BEGIN IMMEDIATE); PostgreSQL locks the session's row (SELECT … FOR UPDATE)."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+            with conn.begin():
+                if session_id is not None and not self.is_sqlite:
+                    conn.execute(
+                        select(schema.sessions.c.id).where(schema.sessions.c.id == session_id).with_for_update()
+                    )
+                yield conn
 
     # --- API keys --------------------------------------------------------------------------------------
 
@@ -140,64 +181,95 @@ class Database:
             rows = conn.execute(query).mappings().all()
         return [_session(row, row["n"]) for row in rows]
 
-    def delete_session(self, session_id: str) -> None:
-        with self.tx() as conn:
+    def delete_session(self, session_id: str) -> list[str]:
+        """Delete the session's rows (turns, subjects, images, events) and return the ids of its images that
+        no other session references any more: their files may go."""
+        with self._locked_tx(session_id) as conn:
+            image_ids = set(
+                conn.execute(select(schema.images.c.id).where(schema.images.c.session_id == session_id)).scalars()
+            )
             for table in (schema.events, schema.images, schema.subjects, schema.turns):
                 conn.execute(delete(table).where(table.c.session_id == session_id))
             conn.execute(delete(schema.sessions).where(schema.sessions.c.id == session_id))
+            return _unreferenced(conn, image_ids)
+
+    def unreferenced_images(self, image_ids: set[str]) -> list[str]:
+        """The ids among these that no session's image row references."""
+        with self.tx() as conn:
+            return _unreferenced(conn, image_ids)
 
     def sessions_with_unfinished_turns(self) -> list[str]:
-        unfinished = [TurnStatus.QUEUED, TurnStatus.PLANNING, TurnStatus.DRAWING]
         with self.tx() as conn:
             rows = conn.execute(
-                select(schema.turns.c.session_id).where(schema.turns.c.status.in_(unfinished)).distinct()
+                select(schema.turns.c.session_id).where(schema.turns.c.status.in_(UNFINISHED)).distinct()
             ).all()
         return [row.session_id for row in rows]
 
     # --- turns ----------------------------------------------------------------------------------------
 
-    def create_turn(self, session_id: str, request: TurnRequest, idempotency_key: str | None) -> tuple[Turn, bool]:
-        """Insert a queued turn with the next index. Returns (turn, created); a repeated idempotency key
-        returns the existing turn with created=False."""
-        if idempotency_key is not None:
-            existing = self.turn_by_idempotency_key(session_id, idempotency_key)
-            if existing is not None:
-                return existing, False
-        for _ in range(5):
-            try:
-                with self.tx() as conn:
-                    index = (
-                        conn.execute(
-                            select(func.coalesce(func.max(schema.turns.c.idx), 0)).where(
-                                schema.turns.c.session_id == session_id
-                            )
-                        ).scalar_one()
-                        + 1
-                    )
-                    turn_id = new_id()
+    def create_turn(
+        self, session_id: str, request: TurnRequest, idempotency_key: str | None, max_unfinished: int | None = None
+    ) -> tuple[Turn, bool]:
+        """Insert a queued turn with the next index. Returns (turn, created); a repeated idempotency key with
+        the same request returns the existing turn with created=False.
+
+        One transaction serialised with every other writer of the session (`_locked_tx`), so the checks hold
+        under concurrency: IdempotencyKeyReused when the key was used for a different request, QueueFull when
+        the session already has `max_unfinished` unfinished turns, SessionGone when it was deleted."""
+        stored_request = request.model_dump(mode="json", exclude_none=True)
+        with self._locked_tx(session_id) as conn:
+            if conn.execute(select(schema.sessions.c.id).where(schema.sessions.c.id == session_id)).first() is None:
+                raise SessionGone(f"session {session_id} not found")
+            if idempotency_key is not None:
+                existing = (
                     conn.execute(
-                        insert(schema.turns).values(
-                            id=turn_id,
-                            session_id=session_id,
-                            idx=index,
-                            status=TurnStatus.QUEUED.value,
-                            request=request.model_dump(mode="json", exclude_none=True),
-                            crops=[],
-                            timings={},
-                            info={},
-                            idempotency_key=idempotency_key,
-                            created_at=now(),
+                        select(schema.turns).where(
+                            schema.turns.c.session_id == session_id, schema.turns.c.idempotency_key == idempotency_key
                         )
                     )
-                turn = self.get_turn(session_id, index)
-                assert turn is not None
-                return turn, True
-            except IntegrityError:
-                if idempotency_key is not None:
-                    existing = self.turn_by_idempotency_key(session_id, idempotency_key)
-                    if existing is not None:
-                        return existing, False
-        raise RuntimeError("could not allocate a turn index")
+                    .mappings()
+                    .first()
+                )
+                if existing is not None:
+                    if _canonical(TurnRequest.model_validate(existing["request"])) != _canonical(request):
+                        raise IdempotencyKeyReused(
+                            f"Idempotency-Key {idempotency_key!r} was already used in this session for turn "
+                            f"{existing['idx']} with a different request body; use a new key for a new request"
+                        )
+                    return _turn(existing), False
+            if max_unfinished is not None:
+                waiting = conn.execute(
+                    select(func.count())
+                    .select_from(schema.turns)
+                    .where(schema.turns.c.session_id == session_id, schema.turns.c.status.in_(UNFINISHED))
+                ).scalar_one()
+                if waiting >= max_unfinished:
+                    raise QueueFull(f"{waiting} turns are already waiting in this session; retry later")
+            index = (
+                conn.execute(
+                    select(func.coalesce(func.max(schema.turns.c.idx), 0)).where(
+                        schema.turns.c.session_id == session_id
+                    )
+                ).scalar_one()
+                + 1
+            )
+            values = {
+                "id": new_id(),
+                "session_id": session_id,
+                "idx": index,
+                "status": TurnStatus.QUEUED.value,
+                "request": stored_request,
+                "crops": [],
+                "timings": {},
+                "info": {},
+                "idempotency_key": idempotency_key,
+                "created_at": now(),
+                "cancel_requested": False,
+            }
+            conn.execute(insert(schema.turns).values(**values))
+        return _turn(
+            {**values, "plan": None, "image_id": None, "debug_image_id": None, "error": None, "finished_at": None}
+        ), True
 
     def turn_by_idempotency_key(self, session_id: str, key: str) -> Turn | None:
         query = select(schema.turns).where(
@@ -220,10 +292,9 @@ class Database:
         return [_turn(row) for row in rows]
 
     def next_unfinished_turn(self, session_id: str) -> Turn | None:
-        unfinished = [TurnStatus.QUEUED, TurnStatus.PLANNING, TurnStatus.DRAWING]
         query = (
             select(schema.turns)
-            .where(schema.turns.c.session_id == session_id, schema.turns.c.status.in_(unfinished))
+            .where(schema.turns.c.session_id == session_id, schema.turns.c.status.in_(UNFINISHED))
             .order_by(schema.turns.c.idx)
             .limit(1)
         )
@@ -231,12 +302,32 @@ class Database:
             row = conn.execute(query).mappings().first()
         return _turn(row) if row else None
 
-    def set_turn_status(self, turn_id: str, status: TurnStatus, **fields: Any) -> None:
+    def set_turn_status(self, turn_id: str, status: TurnStatus, **fields: Any) -> bool:
+        """Returns False when the turn no longer exists (its session was deleted)."""
         values: dict[str, Any] = {"status": status.value, **fields}
         if status.finished:
             values["finished_at"] = now()
         with self.tx() as conn:
-            conn.execute(update(schema.turns).where(schema.turns.c.id == turn_id).values(**values))
+            result = conn.execute(update(schema.turns).where(schema.turns.c.id == turn_id).values(**values))
+        return result.rowcount > 0
+
+    def request_cancel(self, turn_id: str) -> bool:
+        """Store a cancel on an unfinished turn; whichever process runs or resumes it stops it. Returns False
+        when the turn has already finished (or does not exist)."""
+        with self.tx() as conn:
+            result = conn.execute(
+                update(schema.turns)
+                .where(schema.turns.c.id == turn_id, schema.turns.c.status.in_(UNFINISHED))
+                .values(cancel_requested=True)
+            )
+        return result.rowcount > 0
+
+    def cancel_requested(self, turn_id: str) -> bool:
+        """True when a cancel was stored for the turn, or the turn is gone (its session was deleted)."""
+        query = select(schema.turns.c.cancel_requested).where(schema.turns.c.id == turn_id)
+        with self.tx() as conn:
+            flag = conn.execute(query).scalar_one_or_none()
+        return flag is None or bool(flag)
 
     def finish_turn(
         self,
@@ -250,10 +341,13 @@ class Database:
         info: dict[str, Any],
         memory: list[Subject],
         image_ids: dict[str, str],
-    ) -> None:
+    ) -> bool:
         """One transaction: the turn's record, the subject memory and the image rows. The image files were
-        written before this is called, so every row points to a file that exists."""
-        with self.tx() as conn:
+        written before this is called, so every row points to a file that exists. Returns False (and writes
+        nothing) when the turn's session was deleted meanwhile."""
+        with self._locked_tx(turn.session_id) as conn:
+            if conn.execute(select(schema.turns.c.id).where(schema.turns.c.id == turn.id)).first() is None:
+                return False
             for stored_id, kind in image_ids.items():
                 _insert_image(conn, stored_id, turn.session_id, tenant, kind)
             memory = _keep_concurrent_uploads(conn, turn.session_id, memory)
@@ -281,6 +375,7 @@ class Database:
                     finished_at=now(),
                 )
             )
+        return True
 
     # --- subjects and images --------------------------------------------------------------------------
 
@@ -291,8 +386,11 @@ class Database:
         found = [Subject.model_validate(row.data) for row in rows]
         return sorted(found, key=lambda s: id_key(s.id))
 
-    def put_subject(self, session_id: str, tenant: str, subject: Subject, image_id: str | None) -> None:
-        with self.tx() as conn:
+    def put_subject(self, session_id: str, tenant: str, subject: Subject, image_id: str | None) -> bool:
+        """Store a subject (and its reference image's row). Returns False when the session was deleted."""
+        with self._locked_tx(session_id) as conn:
+            if conn.execute(select(schema.sessions.c.id).where(schema.sessions.c.id == session_id)).first() is None:
+                return False
             if image_id is not None:
                 _insert_image(conn, image_id, session_id, tenant, "upload")
             conn.execute(
@@ -305,6 +403,7 @@ class Database:
                     session_id=session_id, subject_id=subject.id, data=subject.model_dump(mode="json")
                 )
             )
+        return True
 
     def image_visible_to(self, image_id: str, tenant: str) -> bool:
         query = select(schema.images.c.id).where(schema.images.c.id == image_id, schema.images.c.tenant == tenant)
@@ -313,8 +412,11 @@ class Database:
 
     # --- events ---------------------------------------------------------------------------------------
 
-    def append_event(self, session_id: str, event_: TurnEvent) -> TurnEvent:
-        with self._seq_lock, self.tx() as conn:
+    def append_event(self, session_id: str, event_: TurnEvent) -> TurnEvent | None:
+        """Store the event with the session's next sequence number; None when the session was deleted."""
+        with self._seq_lock, self._locked_tx(session_id) as conn:
+            if conn.execute(select(schema.sessions.c.id).where(schema.sessions.c.id == session_id)).first() is None:
+                return None
             seq = (
                 conn.execute(
                     select(func.coalesce(func.max(schema.events.c.seq), 0)).where(
@@ -370,6 +472,18 @@ def _keep_concurrent_uploads(conn: Connection, session_id: str, memory: list[Sub
     return list(merged.values())
 
 
+def _unreferenced(conn: Connection, image_ids: set[str]) -> list[str]:
+    if not image_ids:
+        return []
+    query = select(schema.images.c.id).where(schema.images.c.id.in_(image_ids)).distinct()
+    return sorted(image_ids - set(conn.execute(query).scalars()))
+
+
+def _canonical(request: TurnRequest) -> str:
+    """The request as sorted, compact JSON: two bodies that mean the same request compare equal."""
+    return json.dumps(request.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+
+
 def _insert_image(conn: Connection, image_id: str, session_id: str, tenant: str, kind: str) -> None:
     exists = conn.execute(
         select(schema.images.c.id).where(schema.images.c.id == image_id, schema.images.c.session_id == session_id)
@@ -380,12 +494,18 @@ def _insert_image(conn: Connection, image_id: str, session_id: str, tenant: str,
         )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # transactions are begun by _sqlite_begin, not by the driver, so a writer can take the lock at BEGIN
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(conn.info.pop("sqlite_begin", "BEGIN"))
 
 
 def _session(row: Any, turn_count: int) -> Session:

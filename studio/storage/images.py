@@ -50,6 +50,10 @@ class FileImageStore:
         except ImageNotFound:
             return False
 
+    def delete(self, image_id: str) -> None:
+        """Remove the file (no error when it is already gone). The caller checks that nothing references it."""
+        self._path(image_id).unlink(missing_ok=True)
+
 
 class MemoryImageStore:
     """An in-memory store with the same contract, for tests and throwaway runs."""
@@ -70,3 +74,6 @@ class MemoryImageStore:
 
     def exists(self, image_id: str) -> bool:
         return image_id in self._images
+
+    def delete(self, image_id: str) -> None:
+        self._images.pop(image_id, None)

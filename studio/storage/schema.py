@@ -1,4 +1,7 @@
-"""The SQL schema (SQLAlchemy Core): the same tables on SQLite (embedded) and PostgreSQL (scale-out)."""
+"""The SQL schema (SQLAlchemy Core): the same tables on SQLite (embedded) and PostgreSQL (scale-out).
+
+A change here needs a migration in studio/storage/migrations/versions/ (see docs/operations.md); a test checks
+that the migrated database equals this metadata."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -60,6 +64,7 @@ turns = Table(
     Column("idempotency_key", String(200), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("session_id", "idx", name="uq_turn_index"),
     UniqueConstraint("session_id", "idempotency_key", name="uq_turn_idempotency"),
 )

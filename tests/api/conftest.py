@@ -53,6 +53,7 @@ class ScriptedEngine:
         self.finished: list[tuple[str, int, float]] = []
         self.hold = threading.Event()
         self.hold.set()
+        self.forgotten: list[str] = []
 
     def run_turn(
         self,
@@ -62,7 +63,11 @@ class ScriptedEngine:
         cancel: threading.Event | None = None,
     ) -> TurnOutcome:
         self.started.append((ctx.session_id, ctx.turn_index, time.monotonic()))
-        self.hold.wait(10)
+        # held like a long draw: checks its cancel between "steps", as a drawer does
+        deadline = time.monotonic() + 10
+        while not self.hold.wait(0.005) and time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                raise DrawCancelled
         if cancel is not None and cancel.is_set():
             raise DrawCancelled
         if ctx.request.plan is not None:
@@ -84,14 +89,19 @@ class ScriptedEngine:
         self.finished.append((ctx.session_id, ctx.turn_index, time.monotonic()))
         return TurnOutcome(plan=plan, result=result, subjects=memory)
 
+    def forget(self, session_id: str) -> None:
+        self.forgotten.append(session_id)
 
-def make_service(tmp_path: Path, **overrides: object) -> tuple[TurnService, ScriptedEngine]:
-    settings = Settings(data_dir=tmp_path, worker_threads=4, **overrides)
+
+def make_service(
+    tmp_path: Path, cancel_poll_seconds: float = 0.0, **overrides: object
+) -> tuple[TurnService, ScriptedEngine]:
+    settings = Settings(**{"data_dir": tmp_path, "worker_threads": 4, **overrides})
     db = Database(settings.resolved_database_url)
-    db.create_all()
+    db.migrate()
     images = FileImageStore(tmp_path / "images")
     engine = ScriptedEngine(images)
-    return TurnService(settings, db, images, engine), engine
+    return TurnService(settings, db, images, engine, cancel_poll_seconds=cancel_poll_seconds), engine
 
 
 @pytest.fixture

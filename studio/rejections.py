@@ -1,0 +1,23 @@
+"""Why the service refuses a request; api/ maps each to its HTTP status (422, 429, 404)."""
+
+from __future__ import annotations
+
+
+class RequestRejected(ValueError):
+    """A request that is well-formed but not acceptable (limits, conflicting reuse): HTTP 422 with the message."""
+
+
+class IdempotencyKeyReused(RequestRejected):
+    """The Idempotency-Key was already used in this session for a different request body."""
+
+
+class QueueFull(RequestRejected):
+    """The session already holds as many unfinished turns as allowed: HTTP 429, retry after `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionGone(LookupError):
+    """The session was deleted while the request was being handled: HTTP 404."""
