@@ -15,7 +15,7 @@ from PIL import Image
 from drawer.batches import main_batch, prerender_inputs
 from drawer.conditioning import encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
-from drawer.images import decode_image, png_bytes
+from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
 from drawer.parallel_attention import install_parallel_attention
@@ -25,6 +25,7 @@ from drawer.stepping import Progress
 from drawer.subject_init import group_subjects, prerender_and_collage
 from drawer.validation import check_job
 from studio.draw import DrawJob, DrawResult, SubjectCrop
+from studio.images import encode_png
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
 from studio.settings import ModelPreset
@@ -142,7 +143,7 @@ class Drawer:
         with timer.stage("locate"):
             crops = self.locator.locate(image, locate_targets(plan)) if plan.items else {}
         return DrawResult(
-            image=png_bytes(image),
+            image=encode_png(image),
             width=image.width,
             height=image.height,
             seed=seed,
