@@ -31,6 +31,7 @@ from studio import atomic
 from studio.geometry import Box
 from studio.plan import Dialogue, PlanItem, TurnPlan, turn_number
 from studio.protocols import LocateTarget
+from studio.subjects import parent_of
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def score_story_dialogue(scorer: Scorer, name: str, turns: list[DrawnTurn]) -> S
                 subject_id=item.subject_id,
                 name=detection_name(item, scorer.quirks),
                 planned_box=item.box,
-                parent_id=item.subject_id.split("-")[0] if "-" in item.subject_id else None,
+                parent_id=parent_of(item.subject_id),
             )
             for item in turn.plan.items
         ]

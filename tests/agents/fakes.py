@@ -11,7 +11,7 @@ from PIL import Image
 
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
 from studio.protocols import HistoryEntry, StepCallback, TurnContext, TurnOutcome
-from studio.subjects import Subject
+from studio.subjects import Subject, family_of
 from studio.turns import TurnRequest
 
 
@@ -44,7 +44,7 @@ class FakeDrawer:
                 box=item.box,
                 score=0.9,
                 iou_with_plan=1.0,
-                crop=png(32, 32, (shade, int(item.subject_id.split("-")[0]) * 20 % 256, 100)),
+                crop=png(32, 32, (shade, int(family_of(item.subject_id)) * 20 % 256, 100)),
             )
             for item in plan.items
         }
