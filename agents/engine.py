@@ -13,7 +13,7 @@ from agents.planner import Planner
 from agents.state import ConversationState, draw_result, subjects_of
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback, TurnContext, TurnOutcome
-from studio.settings import Settings
+from studio.settings import DEFAULT_MAX_SUBJECTS, Settings
 
 
 def _initial_state(ctx: TurnContext, planner: Planner) -> ConversationState:
@@ -94,7 +94,7 @@ class GraphEngine:
         images: ImageStore,
         checkpointer: BaseCheckpointSaver,
         max_revisions: int = 3,
-        max_subjects: int = 8,
+        max_subjects: int = DEFAULT_MAX_SUBJECTS,
         refresh: str = "first",
         close: Callable[[], None] | None = None,
         on_node: Callable[[str], None] | None = None,

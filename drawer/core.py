@@ -28,7 +28,7 @@ from studio.draw import DrawJob, DrawResult, SubjectCrop
 from studio.images import encode_png
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
-from studio.settings import ModelPreset
+from studio.settings import DEFAULT_MAX_SUBJECTS, ModelPreset
 from studio.subjects import parent_of
 
 
@@ -65,7 +65,7 @@ class Drawer:
         pipe: DiffusionPipeline,
         preset: ModelPreset,
         locator: SubjectLocator | None = None,
-        max_subjects: int = 8,
+        max_subjects: int = DEFAULT_MAX_SUBJECTS,
     ) -> None:
         self.pipe = pipe
         self.preset = preset
@@ -197,6 +197,8 @@ def _index(ids: list[str]) -> dict[str, int]:
     return {sid: i for i, sid in enumerate(ids)}
 
 
-def load_drawer(preset: ModelPreset, locator: SubjectLocator | None = None, max_subjects: int = 8) -> Drawer:
+def load_drawer(
+    preset: ModelPreset, locator: SubjectLocator | None = None, max_subjects: int = DEFAULT_MAX_SUBJECTS
+) -> Drawer:
     """Load the preset's models and return a ready Drawer (implements `studio.protocols.Drawer`)."""
     return Drawer(load_pipeline(preset), preset, locator=locator, max_subjects=max_subjects)
