@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import uuid
 from typing import Any
@@ -10,15 +9,15 @@ from typing import Any
 from PIL import Image
 
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
+from studio.images import encode_png
 from studio.protocols import HistoryEntry, StepCallback, TurnContext, TurnOutcome
 from studio.subjects import Subject, family_of
 from studio.turns import TurnRequest
 
 
 def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A flat PNG."""
+    return encode_png(Image.new("RGB", (width, height), color))
 
 
 class FakeDrawer:
