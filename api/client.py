@@ -257,15 +257,34 @@ class _StreamResume:
         return 0.0 if self.failures == 0 else _backoff(self.failures - 1, None)
 
 
-def _finishes(event: TurnEvent, turn: Turn) -> bool:
-    return event.turn_id == turn.id and event.type in ("done", "failed")
+class _TurnWaiter:
+    """One `wait`, shared by both clients: its deadline, the last event id seen (where a new stream starts),
+    and whether the stream is still followed or polling took over."""
 
+    def __init__(self, turn: Turn, timeout: float | None, on_event: Callable[[TurnEvent], None] | None) -> None:
+        self.turn, self.timeout, self.on_event = turn, timeout, on_event
+        self.deadline = _Deadline(timeout)
+        self.after = 0
+        self.streaming = True
 
-def _finished(current: Turn) -> Turn | None:
-    """`current` when it has finished (done), raising TurnFailedError when it failed; None while it runs."""
-    if current.status == "failed":
-        raise TurnFailedError(current)
-    return current if current.status.finished else None
+    def outcome(self, current: Turn) -> Turn | None:
+        """`current` once done; TurnFailedError once failed; TurnTimeoutError past the deadline; else None."""
+        if current.status == "failed":
+            raise TurnFailedError(current)
+        if current.status.finished:
+            return current
+        if self.deadline.expired:
+            raise TurnTimeoutError(current, self.timeout or 0.0)
+        return None
+
+    def finishes(self, event: TurnEvent) -> bool:
+        """Take one event of the stream (passing the turn's own to `on_event`); whether it ends the turn."""
+        self.after = event.seq
+        if event.turn_id != self.turn.id:
+            return False
+        if self.on_event is not None:
+            self.on_event(event)
+        return event.type in ("done", "failed")
 
 
 class StudioClient:
@@ -383,22 +402,17 @@ class StudioClient:
         """Return `turn` once it is done; raise TurnFailedError if it failed and TurnTimeoutError if it has
         not finished after `timeout` seconds. Follows the event stream (calling `on_event` with each event
         of this turn), resuming it when it ends or breaks; polls GET /turns/{n} if streaming keeps failing."""
-        deadline, after, streaming = _Deadline(timeout), 0, True
-        while (done := _finished(current := self.get_turn(turn.session_id, turn.index))) is None:
-            if deadline.expired:
-                raise TurnTimeoutError(current, timeout or 0.0)
-            if not streaming:
-                time.sleep(deadline.clip(POLL_INTERVAL))
+        waiter = _TurnWaiter(turn, timeout, on_event)
+        while (done := waiter.outcome(self.get_turn(turn.session_id, turn.index))) is None:
+            if not waiter.streaming:
+                time.sleep(waiter.deadline.clip(POLL_INTERVAL))
                 continue
             try:
-                for event in self._stream(turn.session_id, after, STREAM_READ_TIMEOUT, deadline):
-                    after = event.seq
-                    if event.turn_id == turn.id and on_event is not None:
-                        on_event(event)
-                    if _finishes(event, turn):
+                for event in self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline):
+                    if waiter.finishes(event):
                         break
             except EventStreamError:
-                streaming = False
+                waiter.streaming = False
         return done
 
     def chat(self, session_id: str, message: str, idempotency_key: str | None = None, timeout: float = 600.0) -> Turn:
@@ -533,22 +547,17 @@ class AsyncStudioClient:
         self, turn: Turn, timeout: float | None = 600.0, on_event: Callable[[TurnEvent], None] | None = None
     ) -> Turn:
         """See StudioClient.wait."""
-        deadline, after, streaming = _Deadline(timeout), 0, True
-        while (done := _finished(current := await self.get_turn(turn.session_id, turn.index))) is None:
-            if deadline.expired:
-                raise TurnTimeoutError(current, timeout or 0.0)
-            if not streaming:
-                await asyncio.sleep(deadline.clip(POLL_INTERVAL))
+        waiter = _TurnWaiter(turn, timeout, on_event)
+        while (done := waiter.outcome(await self.get_turn(turn.session_id, turn.index))) is None:
+            if not waiter.streaming:
+                await asyncio.sleep(waiter.deadline.clip(POLL_INTERVAL))
                 continue
             try:
-                async for event in self._stream(turn.session_id, after, STREAM_READ_TIMEOUT, deadline):
-                    after = event.seq
-                    if event.turn_id == turn.id and on_event is not None:
-                        on_event(event)
-                    if _finishes(event, turn):
+                async for event in self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline):
+                    if waiter.finishes(event):
                         break
             except EventStreamError:
-                streaming = False
+                waiter.streaming = False
         return done
 
     async def chat(
