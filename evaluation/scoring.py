@@ -29,6 +29,7 @@ from evaluation.results import (
 )
 from studio import atomic
 from studio.geometry import Box
+from studio.images import decode_image
 from studio.plan import Dialogue, PlanItem, TurnPlan, turn_number
 from studio.protocols import LocateTarget
 from studio.subjects import parent_of
@@ -75,7 +76,7 @@ def drawn_turns(layout: DialogueLayout, dialogue: Dialogue) -> list[DrawnTurn]:
         path = layout.image(number)
         if not path.exists():
             continue
-        image = Image.open(path).convert("RGB")
+        image = decode_image(path.read_bytes())
         out.append(DrawnTurn(number, key, _fit(plan, image.height, image.width), image))
     return out
 
