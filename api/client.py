@@ -10,6 +10,7 @@ with StudioClient("http://127.0.0.1:8000", api_key="sk-studio-…") as client:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -185,7 +186,6 @@ class _Deadline:
     """An optional point in time; `None` seconds means never."""
 
     def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
         self._at = None if seconds is None else time.monotonic() + seconds
 
     def remaining(self) -> float | None:
@@ -401,18 +401,22 @@ class StudioClient:
     ) -> Turn:
         """Return `turn` once it is done; raise TurnFailedError if it failed and TurnTimeoutError if it has
         not finished after `timeout` seconds. Follows the event stream (calling `on_event` with each event
-        of this turn), resuming it when it ends or breaks; polls GET /turns/{n} if streaming keeps failing."""
+        of this turn), resuming it when it ends or breaks; polls GET /turns/{n} if streaming keeps failing,
+        riding out a server that is unreachable for a while (a restart) until the timeout."""
         waiter = _TurnWaiter(turn, timeout, on_event)
-        while (done := waiter.outcome(self.get_turn(turn.session_id, turn.index))) is None:
-            if not waiter.streaming:
+        current = self.get_turn(turn.session_id, turn.index)
+        while (done := waiter.outcome(current)) is None:
+            if waiter.streaming:
+                try:
+                    for event in self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline):
+                        if waiter.finishes(event):
+                            break
+                except EventStreamError:
+                    waiter.streaming = False
+            else:
                 time.sleep(waiter.deadline.clip(POLL_INTERVAL))
-                continue
-            try:
-                for event in self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline):
-                    if waiter.finishes(event):
-                        break
-            except EventStreamError:
-                waiter.streaming = False
+            with contextlib.suppress(httpx.TransportError):  # unreachable for now: keep the last known state
+                current = self.get_turn(turn.session_id, turn.index)
         return done
 
     def chat(self, session_id: str, message: str, idempotency_key: str | None = None, timeout: float = 600.0) -> Turn:
@@ -548,16 +552,20 @@ class AsyncStudioClient:
     ) -> Turn:
         """See StudioClient.wait."""
         waiter = _TurnWaiter(turn, timeout, on_event)
-        while (done := waiter.outcome(await self.get_turn(turn.session_id, turn.index))) is None:
-            if not waiter.streaming:
+        current = await self.get_turn(turn.session_id, turn.index)
+        while (done := waiter.outcome(current)) is None:
+            if waiter.streaming:
+                try:
+                    stream = self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline)
+                    async for event in stream:
+                        if waiter.finishes(event):
+                            break
+                except EventStreamError:
+                    waiter.streaming = False
+            else:
                 await asyncio.sleep(waiter.deadline.clip(POLL_INTERVAL))
-                continue
-            try:
-                async for event in self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline):
-                    if waiter.finishes(event):
-                        break
-            except EventStreamError:
-                waiter.streaming = False
+            with contextlib.suppress(httpx.TransportError):  # unreachable for now: keep the last known state
+                current = await self.get_turn(turn.session_id, turn.index)
         return done
 
     async def chat(

@@ -44,11 +44,13 @@ class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
 @dataclass
 class ScriptedStream:
     """One session with one turn (index 1) whose events end with `final`. The turn reads as running until
-    its final event has been served, or until `finish_after_polls` GETs of the turn when that is set."""
+    its final event has been served, or until `finish_after_polls` GETs of the turn when that is set;
+    the GETs after the first `refused_polls` are refused (the server restarting)."""
 
     connections: list[Connection]
     final: str = "done"
     finish_after_polls: int | None = None
+    refused_polls: int = 0
     stream_requests: list[httpx.Request] = field(default_factory=list)
     turn_polls: int = 0
     served: int = 0
@@ -80,6 +82,8 @@ class ScriptedStream:
             return self._stream(request)
         if request.url.path == f"/v1/sessions/{SESSION}/turns/1":
             self.turn_polls += 1
+            if 1 < self.turn_polls <= 1 + self.refused_polls:
+                raise httpx.ConnectError("connection refused")
             finished = (
                 self.served >= len(self.events)
                 if self.finish_after_polls is None

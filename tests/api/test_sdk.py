@@ -177,6 +177,14 @@ def test_wait_polls_the_turn_when_streaming_keeps_failing(kind: str, no_sleep: l
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
+def test_wait_rides_out_a_server_that_is_unreachable_for_a_while(kind: str, no_sleep: list[float]) -> None:
+    refused = [Connection(count=0, broken=True) for _ in range(20)]  # the stream's GETs fail too
+    stream = ScriptedStream(refused, finish_after_polls=5, refused_polls=3)
+    turn, _ = _wait(kind, stream)
+    assert turn.status == "done" and stream.turn_polls == 6
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_wait_times_out_with_an_sdk_timeout_error(kind: str, no_sleep: list[float]) -> None:
     stream = ScriptedStream([], finish_after_polls=1_000)
     with pytest.raises(TurnTimeoutError) as raised:
