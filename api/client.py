@@ -182,22 +182,52 @@ STREAM_READ_TIMEOUT = 60.0  # the server pings every 15 s: this much silence mea
 POLL_INTERVAL = 1.0  # between GET /turns/{n} once streaming has given up
 
 
+def _now() -> float:
+    return time.monotonic()
+
+
 class _Deadline:
     """An optional point in time; `None` seconds means never."""
 
     def __init__(self, seconds: float | None) -> None:
-        self._at = None if seconds is None else time.monotonic() + seconds
+        self._at = None if seconds is None else _now() + seconds
 
     def remaining(self) -> float | None:
-        return None if self._at is None else max(0.0, self._at - time.monotonic())
+        return None if self._at is None else max(0.0, self._at - _now())
 
     @property
     def expired(self) -> bool:
-        return self._at is not None and time.monotonic() >= self._at
+        return self._at is not None and _now() >= self._at
 
     def clip(self, delay: float) -> float:
         remaining = self.remaining()
         return delay if remaining is None else min(delay, remaining)
+
+
+class _UntilDeadline(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that ends at the first chunk read after the deadline. Keep-alive comments arrive as
+    chunks too, so a connection that only pings (which httpx-sse never surfaces) still lets a wait end."""
+
+    def __init__(self, body: httpx.SyncByteStream | httpx.AsyncByteStream, deadline: _Deadline) -> None:
+        self._body, self._deadline = body, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:  # type: ignore[union-attr]
+            yield chunk
+            if self._deadline.expired:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:  # type: ignore[union-attr]
+            yield chunk
+            if self._deadline.expired:
+                return
+
+    def close(self) -> None:
+        self._body.close()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        await self._body.aclose()  # type: ignore[union-attr]
 
 
 class _StreamResume:
@@ -387,6 +417,7 @@ class StudioClient:
                     if source.response.status_code >= 400:
                         source.response.read()
                         _raise_for(source.response)
+                    source.response.stream = _UntilDeadline(source.response.stream, deadline)
                     for sse in source.iter_sse():
                         if (event := resume.accept(sse)) is not None:
                             yield event
@@ -394,6 +425,8 @@ class StudioClient:
                             return
             except (httpx.TransportError, StudioError) as exc:
                 error = exc
+            if deadline.expired:
+                return
             time.sleep(deadline.clip(resume.reconnect_delay(error)))
 
     def wait(
@@ -538,6 +571,7 @@ class AsyncStudioClient:
                     if source.response.status_code >= 400:
                         await source.response.aread()
                         _raise_for(source.response)
+                    source.response.stream = _UntilDeadline(source.response.stream, deadline)
                     async for sse in source.aiter_sse():
                         if (event := resume.accept(sse)) is not None:
                             yield event
@@ -545,6 +579,8 @@ class AsyncStudioClient:
                             return
             except (httpx.TransportError, StudioError) as exc:
                 error = exc
+            if deadline.expired:
+                return
             await asyncio.sleep(deadline.clip(resume.reconnect_delay(error)))
 
     async def wait(

@@ -17,25 +17,31 @@ SESSION, TURN_ID = "s" * 32, "t" * 32
 @dataclass
 class Connection:
     """What one GET /events does: serve `count` events (after a `retry:` hint if given), replaying `overlap`
-    already-seen ones first, then end cleanly or `broken` (a transport error mid-stream)."""
+    already-seen ones first, then `pings` keep-alive comments, then end cleanly or `broken` (a transport
+    error mid-stream)."""
 
     count: int
     broken: bool = False
     overlap: int = 0
     retry_ms: int | None = None
+    pings: int = 0
 
 
 class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
     def __init__(self, chunks: list[bytes], broken: bool) -> None:
         self.chunks, self.broken = chunks, broken
+        self.pulled = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self.chunks
+        for chunk in self.chunks:
+            self.pulled += 1
+            yield chunk
         if self.broken:
             raise httpx.ReadError("connection reset by peer")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for chunk in self.chunks:
+            self.pulled += 1
             yield chunk
         if self.broken:
             raise httpx.ReadError("connection reset by peer")
@@ -52,6 +58,7 @@ class ScriptedStream:
     finish_after_polls: int | None = None
     refused_polls: int = 0
     stream_requests: list[httpx.Request] = field(default_factory=list)
+    bodies: list[_Body] = field(default_factory=list)
     turn_polls: int = 0
     served: int = 0
 
@@ -102,4 +109,6 @@ class ScriptedStream:
             chunks.append(f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode())
             chunks.append(b": ping\n\n")
             self.served = max(self.served, event.seq)
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Body(chunks, plan.broken))
+        chunks += [b": ping\n\n"] * plan.pings
+        self.bodies.append(_Body(chunks, plan.broken))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=self.bodies[-1])

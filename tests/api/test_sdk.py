@@ -193,6 +193,18 @@ def test_wait_times_out_with_an_sdk_timeout_error(kind: str, no_sleep: list[floa
     assert stream.stream_requests == []
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_wait_times_out_on_a_connection_that_only_pings(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx-sse surfaces no keep-alive before a connection's first event: the deadline is still checked
+    at each chunk read, so a silent turn on a live connection cannot hold `wait` past its timeout."""
+    clock = iter(range(1_000_000))
+    monkeypatch.setattr(client_module, "_now", lambda: float(next(clock)))  # one second per look at the clock
+    stream = ScriptedStream([Connection(count=0, pings=10_000)], finish_after_polls=1_000)
+    with pytest.raises(TurnTimeoutError):
+        _wait(kind, stream, timeout=20)
+    assert len(stream.bodies) == 1 and stream.bodies[0].pulled < 20
+
+
 def test_events_resume_with_last_event_id_and_give_up_after_the_retry_budget(no_sleep: list[float]) -> None:
     stream = ScriptedStream([Connection(count=2, broken=True), Connection(count=1, overlap=2)])
     stream.connections += [Connection(count=0, broken=True) for _ in range(3)]
