@@ -8,6 +8,7 @@ from agents.schemas import SubjectAnalysis
 from agents.vocabulary import noun
 from studio.geometry import Box
 from studio.plan import TurnPlan
+from studio.subjects import family_of, is_component
 
 OVERLAP_LIMIT = 0.9
 MIN_AREA_FRACTION = 0.004
@@ -25,7 +26,7 @@ def _center(box: Box) -> tuple[float, float]:
 
 def _related(analysis: SubjectAnalysis, a: str, b: str) -> bool:
     """Whether an overlap of a and b is intended (a component and its mother, or 'a on b')."""
-    if a.split("-")[0] == b.split("-")[0]:
+    if family_of(a) == family_of(b):
         return True
     return any(r.relation == "on" and {r.subject_id, r.other_id} == {a, b} for r in analysis.relations if r.other_id)
 
@@ -76,7 +77,7 @@ def check_layout(
         issues.append(f"the box of subject {sid} extends outside the {plan.width}x{plan.height} canvas: keep it inside")
     canvas_area = plan.width * plan.height
     for sid, box in boxes.items():
-        if box.area < MIN_AREA_FRACTION * canvas_area and "-" not in sid:
+        if box.area < MIN_AREA_FRACTION * canvas_area and not is_component(sid):
             issues.append(f"the box of subject {sid} is too small to draw; enlarge it")
     ids = list(boxes)
     for n, a in enumerate(ids):
@@ -85,7 +86,7 @@ def check_layout(
             if boxes[a].intersection(boxes[b]) / smaller > OVERLAP_LIMIT and not _related(analysis, a, b):
                 issues.append(f"subjects {a} and {b} almost fully overlap; separate their boxes")
             size_a, size_b = _size_class(names.get(a, "")), _size_class(names.get(b, ""))
-            if size_a is None or size_b is None or "-" in a or "-" in b or abs(size_a - size_b) < 2:
+            if size_a is None or size_b is None or is_component(a) or is_component(b) or abs(size_a - size_b) < 2:
                 continue
             small, big = (a, b) if size_a < size_b else (b, a)
             if boxes[small].area > boxes[big].area:
@@ -95,7 +96,7 @@ def check_layout(
                 )
     for sid, previous in (previous_boxes or {}).items():
         box = boxes.get(sid)
-        if box is None or "-" in sid:
+        if box is None or is_component(sid):
             continue
         ratio = box.area / previous.area
         if ratio > SIZE_DRIFT or ratio < 1 / SIZE_DRIFT:

@@ -16,7 +16,7 @@ from agents.planner import Planner
 from agents.state import ConversationState, draw_result, fresh_turn_input, subjects_of
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback, TurnContext, TurnOutcome
-from studio.settings import Settings
+from studio.settings import DEFAULT_MAX_SUBJECTS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class GraphEngine:
         images: ImageStore,
         checkpointer: BaseCheckpointSaver,
         max_revisions: int = 3,
-        max_subjects: int = 8,
+        max_subjects: int = DEFAULT_MAX_SUBJECTS,
         refresh: str = "first",
         close: Callable[[], None] | None = None,
         on_node: Callable[[str], None] | None = None,

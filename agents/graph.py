@@ -38,6 +38,7 @@ from agents.supervisor import BestDraft, supervise
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, EmitEvent, ImageStore, StepCallback
+from studio.settings import DEFAULT_MAX_SUBJECTS
 from studio.turn_steps import build_draw_job, draw_and_memorize
 
 NODES = ("subject_manager", "layout_generator", "supervisor", "draw", "memorize")
@@ -55,7 +56,7 @@ class RunContext:
     drawer: Drawer
     images: ImageStore
     max_revisions: int = 3
-    max_subjects: int = 8
+    max_subjects: int = DEFAULT_MAX_SUBJECTS
     refresh: Literal["first", "better"] = "first"
     emit: EmitEvent = field(default=_ignore)
     on_step: StepCallback | None = None

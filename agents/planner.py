@@ -10,6 +10,7 @@ from agents.schemas import Review, SubjectAnalysis
 from studio.geometry import Box
 from studio.plan import TurnPlan
 from studio.protocols import HistoryEntry
+from studio.settings import DEFAULT_MAX_SUBJECTS
 from studio.subjects import Subject
 
 CallRecord = dict[str, Any]
@@ -23,7 +24,7 @@ class SubjectRequest(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     previous_ids: list[str] = Field(default_factory=list, description="subjects of the previous turn's picture")
     previous_background: str = ""
-    max_subjects: int = 8
+    max_subjects: int = DEFAULT_MAX_SUBJECTS
 
 
 class LayoutDraft(BaseModel):

@@ -1,4 +1,4 @@
-"""Python client SDK. Needs only httpx and pydantic (plus the schema modules of `studio`).
+"""Python client SDK. Needs only httpx, httpx-sse and pydantic (plus the schema modules of `studio`).
 
 from api.client import StudioClient
 with StudioClient("http://127.0.0.1:8000", api_key="sk-studio-…") as client:
@@ -10,14 +10,15 @@ with StudioClient("http://127.0.0.1:8000", api_key="sk-studio-…") as client:
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 from pydantic import TypeAdapter
 
 from api.urls import image_url
@@ -154,23 +155,172 @@ class _Calls:
         )
 
 
-class _SSEParser:
-    """Incremental Server-Sent Events parser: feed lines, get a TurnEvent at each blank line."""
+class EventStreamError(Exception):
+    """The event stream could not be (re)established after the configured number of attempts."""
 
-    def __init__(self) -> None:
-        self._data: list[str] = []
+    def __init__(self, session_id: str, last_event_id: int, attempts: int, cause: BaseException | None) -> None:
+        super().__init__(
+            f"event stream of session {session_id} failed {attempts} times in a row "
+            f"(last event id {last_event_id}): {cause!r}"
+        )
+        self.session_id = session_id
+        self.last_event_id = last_event_id
+        self.attempts = attempts
 
-    def feed(self, line: str) -> TurnEvent | None:
-        if line == "":
-            data, self._data = self._data, []
-            return TurnEvent.model_validate(json.loads("\n".join(data))) if data else None
-        if line.startswith("data:"):
-            self._data.append(line[5:].lstrip())
+
+class TurnTimeoutError(TimeoutError):
+    """`wait` gave up: the turn had not finished within the timeout. `turn` is its last known state."""
+
+    def __init__(self, turn: Turn, timeout: float) -> None:
+        super().__init__(
+            f"turn {turn.index} of session {turn.session_id} not finished after {timeout:g} s ({turn.status})"
+        )
+        self.turn = turn
+        self.timeout = timeout
+
+
+STREAM_READ_TIMEOUT = 60.0  # the server pings every 15 s: this much silence means a dead connection
+POLL_INTERVAL = 1.0  # between GET /turns/{n} once streaming has given up
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class _Deadline:
+    """An optional point in time; `None` seconds means never."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._at = None if seconds is None else _now() + seconds
+
+    def remaining(self) -> float | None:
+        return None if self._at is None else max(0.0, self._at - _now())
+
+    @property
+    def expired(self) -> bool:
+        return self._at is not None and _now() >= self._at
+
+    def clip(self, delay: float) -> float:
+        remaining = self.remaining()
+        return delay if remaining is None else min(delay, remaining)
+
+
+class _UntilDeadline(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that ends at the first chunk read after the deadline. Keep-alive comments arrive as
+    chunks too, so a connection that only pings (which httpx-sse never surfaces) still lets a wait end."""
+
+    def __init__(self, body: httpx.SyncByteStream | httpx.AsyncByteStream, deadline: _Deadline) -> None:
+        self._body, self._deadline = body, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:  # type: ignore[union-attr]
+            yield chunk
+            if self._deadline.expired:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:  # type: ignore[union-attr]
+            yield chunk
+            if self._deadline.expired:
+                return
+
+    def close(self) -> None:
+        self._body.close()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        await self._body.aclose()  # type: ignore[union-attr]
+
+
+class _StreamResume:
+    """Where one session's event stream stands, shared by both clients' reconnect loops: the last event id
+    seen (sent back as Last-Event-ID, and used to drop replayed duplicates), the server's `retry:` hint and
+    how many connections in a row failed to deliver anything."""
+
+    def __init__(self, session_id: str, after: int, max_failures: int, read_timeout: float | None) -> None:
+        self.session_id = session_id
+        self.after = after
+        self.last_id = after
+        self.max_failures = max_failures
+        self.read_timeout = read_timeout
+        self.retry_ms: int | None = None
+        self.failures = 0
+        self._delivered = False
+
+    def request(self, deadline: _Deadline, default: httpx.Timeout) -> dict[str, Any]:
+        """Arguments of the (re)connecting GET: the same `after`, plus Last-Event-ID once events were seen."""
+        self._delivered = False
+        headers = {"Last-Event-ID": str(self.last_id)} if self.last_id > self.after else {}
+        read = self.read_timeout
+        if (remaining := deadline.remaining()) is not None:
+            read = remaining if read is None else min(read, remaining)
+        return {
+            "url": f"/v1/sessions/{self.session_id}/events",
+            "params": {"after": self.after},
+            "headers": headers,
+            "timeout": httpx.Timeout(default.connect, read=read, write=default.write, pool=default.pool),
+        }
+
+    def accept(self, sse: ServerSentEvent) -> TurnEvent | None:
+        """The event carried by `sse`, or None for keep-alives, retry hints and replayed duplicates."""
+        if sse.retry is not None:
+            self.retry_ms = sse.retry
+        if not sse.data:
+            return None
+        event = TurnEvent.model_validate_json(sse.data)
+        seq = int(sse.id) if sse.id.isdigit() else event.seq
+        if seq <= self.last_id:
+            return None
+        self.last_id = seq
+        self._delivered = True
+        return event if event.seq == seq else event.model_copy(update={"seq": seq})
+
+    def reconnect_delay(self, error: BaseException | None) -> float:
+        """Seconds to wait before reconnecting after the connection ended (`error` None) or broke. Raises
+        EventStreamError once `max_failures` connections in a row delivered no new event, and re-raises
+        an error answer that retrying cannot fix (401, 404, …)."""
+        if isinstance(error, StudioError) and error.status < 500 and error.status not in RETRY_STATUSES:
+            raise error
+        self.failures = 0 if self._delivered else self.failures + 1
+        if self.failures > self.max_failures:
+            raise EventStreamError(self.session_id, self.last_id, self.failures, error)
+        if self.retry_ms is not None:
+            return self.retry_ms / 1000
+        return 0.0 if self.failures == 0 else _backoff(self.failures - 1, None)
+
+
+class _TurnWaiter:
+    """One `wait`, shared by both clients: its deadline, the last event id seen (where a new stream starts),
+    and whether the stream is still followed or polling took over."""
+
+    def __init__(self, turn: Turn, timeout: float | None, on_event: Callable[[TurnEvent], None] | None) -> None:
+        self.turn, self.timeout, self.on_event = turn, timeout, on_event
+        self.deadline = _Deadline(timeout)
+        self.after = 0
+        self.streaming = True
+
+    def outcome(self, current: Turn) -> Turn | None:
+        """`current` once done; TurnFailedError once failed; TurnTimeoutError past the deadline; else None."""
+        if current.status == "failed":
+            raise TurnFailedError(current)
+        if current.status.finished:
+            return current
+        if self.deadline.expired:
+            raise TurnTimeoutError(current, self.timeout or 0.0)
         return None
+
+    def finishes(self, event: TurnEvent) -> bool:
+        """Take one event of the stream (passing the turn's own to `on_event`); whether it ends the turn."""
+        self.after = event.seq
+        if event.turn_id != self.turn.id:
+            return False
+        if self.on_event is not None:
+            self.on_event(event)
+        return event.type in ("done", "failed")
 
 
 class StudioClient:
-    """Synchronous client. Retries 429/503 with exponential backoff (honouring Retry-After)."""
+    """Synchronous client. Retries 429/503 with exponential backoff (honouring Retry-After); resumes a
+    dropped event stream with Last-Event-ID up to `stream_retries` times in a row (honouring `retry:`)."""
 
     def __init__(
         self,
@@ -179,10 +329,12 @@ class StudioClient:
         timeout: float = 30.0,
         max_retries: int = 4,
         transport: httpx.BaseTransport | None = None,
+        stream_retries: int = 5,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
         self.max_retries = max_retries
+        self.stream_retries = stream_retries
 
     def __enter__(self) -> StudioClient:
         return self
@@ -246,30 +398,60 @@ class StudioClient:
     def cancel_turn(self, session_id: str, index: int) -> Turn:
         return self._do(_Call("POST", f"/v1/sessions/{session_id}/turns/{index}/cancel", parse=Turn))
 
-    def events(self, session_id: str, after: int = 0, timeout: float | None = None) -> Iterator[TurnEvent]:
-        """Follow the session's event stream (replays stored events after `after` first)."""
-        with self._http.stream(
-            "GET", f"/v1/sessions/{session_id}/events", params={"after": after}, timeout=timeout
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for(response)
-            parser = _SSEParser()
-            for line in response.iter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield event
+    def events(
+        self, session_id: str, after: int = 0, timeout: float | None = STREAM_READ_TIMEOUT
+    ) -> Iterator[TurnEvent]:
+        """Follow the session's event stream: stored events after `after` first, then live ones, each with its
+        sequence id (`seq`). A dropped or ended connection is resumed with Last-Event-ID (no gaps, no
+        duplicates); `timeout` is the longest silence (s) before a connection counts as dropped. Raises
+        EventStreamError after `stream_retries` reconnects in a row that delivered nothing."""
+        yield from self._stream(session_id, after, timeout, _Deadline(None))
 
-    def wait(self, turn: Turn, timeout: float = 600.0) -> Turn:
-        """Follow events until `turn` is done or failed; return it (raise TurnFailedError if it failed)."""
+    def _stream(
+        self, session_id: str, after: int, read_timeout: float | None, deadline: _Deadline
+    ) -> Iterator[TurnEvent]:
+        resume = _StreamResume(session_id, after, self.stream_retries, read_timeout)
+        while not deadline.expired:
+            error: BaseException | None = None
+            try:
+                with connect_sse(self._http, "GET", **resume.request(deadline, self._http.timeout)) as source:
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        _raise_for(source.response)
+                    source.response.stream = _UntilDeadline(source.response.stream, deadline)
+                    for sse in source.iter_sse():
+                        if (event := resume.accept(sse)) is not None:
+                            yield event
+                        if deadline.expired:
+                            return
+            except (httpx.TransportError, StudioError) as exc:
+                error = exc
+            if deadline.expired:
+                return
+            time.sleep(deadline.clip(resume.reconnect_delay(error)))
+
+    def wait(
+        self, turn: Turn, timeout: float | None = 600.0, on_event: Callable[[TurnEvent], None] | None = None
+    ) -> Turn:
+        """Return `turn` once it is done; raise TurnFailedError if it failed and TurnTimeoutError if it has
+        not finished after `timeout` seconds. Follows the event stream (calling `on_event` with each event
+        of this turn), resuming it when it ends or breaks; polls GET /turns/{n} if streaming keeps failing,
+        riding out a server that is unreachable for a while (a restart) until the timeout."""
+        waiter = _TurnWaiter(turn, timeout, on_event)
         current = self.get_turn(turn.session_id, turn.index)
-        if not current.status.finished:
-            for event in self.events(turn.session_id, timeout=timeout):
-                if event.turn_id == turn.id and event.type in ("done", "failed"):
-                    break
-            current = self.get_turn(turn.session_id, turn.index)
-        if current.status == "failed":
-            raise TurnFailedError(current)
-        return current
+        while (done := waiter.outcome(current)) is None:
+            if waiter.streaming:
+                try:
+                    for event in self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline):
+                        if waiter.finishes(event):
+                            break
+                except EventStreamError:
+                    waiter.streaming = False
+            else:
+                time.sleep(waiter.deadline.clip(POLL_INTERVAL))
+            with contextlib.suppress(httpx.TransportError):  # unreachable for now: keep the last known state
+                current = self.get_turn(turn.session_id, turn.index)
+        return done
 
     def chat(self, session_id: str, message: str, idempotency_key: str | None = None, timeout: float = 600.0) -> Turn:
         """Post a chat message and wait for its image."""
@@ -304,10 +486,12 @@ class AsyncStudioClient:
         timeout: float = 30.0,
         max_retries: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
+        stream_retries: int = 5,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
         self.max_retries = max_retries
+        self.stream_retries = stream_retries
 
     async def __aenter__(self) -> AsyncStudioClient:
         return self
@@ -370,28 +554,56 @@ class AsyncStudioClient:
     async def cancel_turn(self, session_id: str, index: int) -> Turn:
         return await self._do(_Call("POST", f"/v1/sessions/{session_id}/turns/{index}/cancel", parse=Turn))
 
-    async def events(self, session_id: str, after: int = 0, timeout: float | None = None) -> AsyncIterator[TurnEvent]:
-        async with self._http.stream(
-            "GET", f"/v1/sessions/{session_id}/events", params={"after": after}, timeout=timeout
-        ) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                _raise_for(response)
-            parser = _SSEParser()
-            async for line in response.aiter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield event
+    async def events(
+        self, session_id: str, after: int = 0, timeout: float | None = STREAM_READ_TIMEOUT
+    ) -> AsyncIterator[TurnEvent]:
+        """See StudioClient.events."""
+        async for event in self._stream(session_id, after, timeout, _Deadline(None)):
+            yield event
 
-    async def wait(self, turn: Turn, timeout: float = 600.0) -> Turn:
+    async def _stream(
+        self, session_id: str, after: int, read_timeout: float | None, deadline: _Deadline
+    ) -> AsyncIterator[TurnEvent]:
+        resume = _StreamResume(session_id, after, self.stream_retries, read_timeout)
+        while not deadline.expired:
+            error: BaseException | None = None
+            try:
+                async with aconnect_sse(self._http, "GET", **resume.request(deadline, self._http.timeout)) as source:
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        _raise_for(source.response)
+                    source.response.stream = _UntilDeadline(source.response.stream, deadline)
+                    async for sse in source.aiter_sse():
+                        if (event := resume.accept(sse)) is not None:
+                            yield event
+                        if deadline.expired:
+                            return
+            except (httpx.TransportError, StudioError) as exc:
+                error = exc
+            if deadline.expired:
+                return
+            await asyncio.sleep(deadline.clip(resume.reconnect_delay(error)))
+
+    async def wait(
+        self, turn: Turn, timeout: float | None = 600.0, on_event: Callable[[TurnEvent], None] | None = None
+    ) -> Turn:
+        """See StudioClient.wait."""
+        waiter = _TurnWaiter(turn, timeout, on_event)
         current = await self.get_turn(turn.session_id, turn.index)
-        if not current.status.finished:
-            async for event in self.events(turn.session_id, timeout=timeout):
-                if event.turn_id == turn.id and event.type in ("done", "failed"):
-                    break
-            current = await self.get_turn(turn.session_id, turn.index)
-        if current.status == "failed":
-            raise TurnFailedError(current)
-        return current
+        while (done := waiter.outcome(current)) is None:
+            if waiter.streaming:
+                try:
+                    stream = self._stream(turn.session_id, waiter.after, STREAM_READ_TIMEOUT, waiter.deadline)
+                    async for event in stream:
+                        if waiter.finishes(event):
+                            break
+                except EventStreamError:
+                    waiter.streaming = False
+            else:
+                await asyncio.sleep(waiter.deadline.clip(POLL_INTERVAL))
+            with contextlib.suppress(httpx.TransportError):  # unreachable for now: keep the last known state
+                current = await self.get_turn(turn.session_id, turn.index)
+        return done
 
     async def chat(
         self, session_id: str, message: str, idempotency_key: str | None = None, timeout: float = 600.0
@@ -424,10 +636,12 @@ def _image_path(image_id_or_url: str) -> str:
 __all__ = [
     "AsyncStudioClient",
     "AuthenticationError",
+    "EventStreamError",
     "InvalidRequestError",
     "NotFoundError",
     "RateLimitedError",
     "StudioClient",
     "StudioError",
     "TurnFailedError",
+    "TurnTimeoutError",
 ]

@@ -15,7 +15,7 @@ from PIL import Image
 from drawer.batches import main_batch, prerender_inputs
 from drawer.conditioning import encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
-from drawer.images import decode_image, png_bytes
+from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
 from drawer.parallel_attention import install_parallel_attention
@@ -25,9 +25,10 @@ from drawer.stepping import Progress
 from drawer.subject_init import group_subjects, prerender_and_collage
 from drawer.validation import check_job
 from studio.draw import DrawJob, DrawResult, SubjectCrop
+from studio.images import encode_png
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
-from studio.settings import ModelPreset
+from studio.settings import DEFAULT_MAX_SUBJECTS, ModelPreset
 from studio.subjects import parent_of
 
 
@@ -64,7 +65,7 @@ class Drawer:
         pipe: DiffusionPipeline,
         preset: ModelPreset,
         locator: SubjectLocator | None = None,
-        max_subjects: int = 8,
+        max_subjects: int = DEFAULT_MAX_SUBJECTS,
     ) -> None:
         self.pipe = pipe
         self.preset = preset
@@ -142,7 +143,7 @@ class Drawer:
         with timer.stage("locate"):
             crops = self.locator.locate(image, locate_targets(plan)) if plan.items else {}
         return DrawResult(
-            image=png_bytes(image),
+            image=encode_png(image),
             width=image.width,
             height=image.height,
             seed=seed,
@@ -196,6 +197,8 @@ def _index(ids: list[str]) -> dict[str, int]:
     return {sid: i for i, sid in enumerate(ids)}
 
 
-def load_drawer(preset: ModelPreset, locator: SubjectLocator | None = None, max_subjects: int = 8) -> Drawer:
+def load_drawer(
+    preset: ModelPreset, locator: SubjectLocator | None = None, max_subjects: int = DEFAULT_MAX_SUBJECTS
+) -> Drawer:
     """Load the preset's models and return a ready Drawer (implements `studio.protocols.Drawer`)."""
     return Drawer(load_pipeline(preset), preset, locator=locator, max_subjects=max_subjects)

@@ -1,12 +1,11 @@
-"""Image bytes in and out of the drawer: decoding with user-facing errors, PNG encoding, masks."""
+"""Images in the drawer: decoding with user-facing errors (the decoding itself is studio.images'), masks."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from studio import images as studio_images
 from studio.failures import DrawError
 from studio.geometry import Box
 
@@ -16,20 +15,12 @@ NEUTRAL_GREY = (127, 127, 127)
 def decode_image(data: bytes, what: str) -> Image.Image:
     """PNG/JPEG/WebP bytes → RGB image, or a DrawError naming `what` (e.g. "the reference of subject 2")."""
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            image = opened.convert("RGB")
+        image = studio_images.decode_image(data)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise DrawError(f"{what} is not a readable image ({type(exc).__name__})") from exc
     if image.width < 1 or image.height < 1:
         raise DrawError(f"{what} is empty")
     return image
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def box_mask(box: Box, height: int, width: int) -> Image.Image:

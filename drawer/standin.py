@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from drawer.images import box_mask, png_bytes, square_pad
+from drawer.images import box_mask, square_pad
 from studio.draw import SubjectCrop
+from studio.images import encode_png
 from studio.protocols import LocateTarget
 
 
@@ -33,7 +34,7 @@ class PlannedBoxLocator:
                 box=box,
                 score=self.score,
                 iou_with_plan=1.0,
-                mask=png_bytes(box_mask(box, image.height, image.width)),
-                crop=png_bytes(crop),
+                mask=encode_png(box_mask(box, image.height, image.width)),
+                crop=encode_png(crop),
             )
         return out

@@ -4,7 +4,6 @@ return the latent blend that pulls the masked region toward it during the first 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +17,7 @@ from drawer.render import RenderBatch, render
 from drawer.stepping import Progress
 from studio.draw import DrawSettings, SubjectCrop
 from studio.geometry import Box
+from studio.images import decode_mask_png
 from studio.plan import PlanItem, TurnPlan
 from studio.protocols import LocateTarget, SubjectLocator
 from studio.subjects import parent_of
@@ -69,8 +69,7 @@ class Collage:
 
 def _crop_mask(crop: SubjectCrop, height: int, width: int) -> np.ndarray | None:
     if crop.mask is not None:
-        with Image.open(io.BytesIO(crop.mask)) as opened:
-            mask = np.asarray(opened.convert("L").resize((width, height), Image.Resampling.NEAREST)) > 127
+        mask = decode_mask_png(crop.mask, (width, height))
         return mask if mask.any() else None
     if crop.box is not None:
         mask = np.zeros((height, width), dtype=bool)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,7 +16,7 @@ from rich.table import Table
 
 from studio.draw import DrawSettings
 from studio.settings import Settings
-from studio.turns import Turn
+from studio.turns import Turn, TurnEvent
 
 if TYPE_CHECKING:
     from api.client import StudioClient
@@ -132,19 +134,19 @@ def _save_turn(client: StudioClient, turn: Turn, out: Path) -> list[str]:
 
 
 def _follow(client: StudioClient, turn: Turn, progress: Progress) -> Turn:
-    """Show a turn's events as a progress bar until it finishes."""
+    """Wait for a turn, showing its events as a progress bar; the finished turn, or TurnFailedError."""
     task = progress.add_task(f"turn {turn.index}", total=None)
-    for event in client.events(turn.session_id):
-        if event.turn_id != turn.id:
-            continue
+
+    def show(event: TurnEvent) -> None:
         if event.type == "step":
             progress.update(task, completed=event.data["step"], total=event.data["total"])
         else:
             progress.update(task, description=f"turn {turn.index}: {event.type}")
-        if event.type in ("done", "failed"):
-            break
-    progress.remove_task(task)
-    return client.get_turn(turn.session_id, turn.index)
+
+    try:
+        return client.wait(turn, on_event=show)
+    finally:
+        progress.remove_task(task)
 
 
 def _progress() -> Progress:
@@ -181,10 +183,9 @@ def chat(
                 break
             if not message:
                 break
-            with _progress() as progress:
-                turn = _follow(client, client.post_turn(session_id, message=message), progress)
             try:
-                turn = client.wait(turn)
+                with _progress() as progress:
+                    turn = _follow(client, client.post_turn(session_id, message=message), progress)
             except TurnFailedError as exc:
                 console.print(f"[red]{exc}[/red]")
                 continue
@@ -210,62 +211,96 @@ def demo(
     from entrypoints.server import BackgroundServer, free_port
 
     out.mkdir(parents=True, exist_ok=True)
-    base = Settings()
-    settings = base.model_copy(
-        update={
-            "data_dir": out / "data",
-            "database_url": base.database_url,
-            "host": "127.0.0.1",
-            "port": free_port(),
-        }
-    )
-    preset_name = preset or settings.default_preset
-    kind = settings.preset(preset_name).kind
-    # the tiny models' VAE downsamples only 2x: 128 px already means 64x64 latents
-    size = size or {"tiny": 128, "tiny-sdxl": 128, "sd15": 512}.get(kind, 1024)
-    draw = DrawSettings(
-        preset=preset_name,
-        steps=steps,
-        refine_step=max(1, steps * 2 // 3),
-        subject_init_steps=max(1, steps // 3),
-        prerender_steps=max(1, steps // 2),
-        seed=1234,
-    )
-    key = _database(settings).create_key("demo", "studio demo")
     started = time.perf_counter()
-    summary: dict[str, object] = {"preset": preset_name, "steps": steps, "size": size, "turns": []}
-    with BackgroundServer(settings) as server, StudioClient(server.url, api_key=key) as client:
-        console.print(f"service at {server.url} (data in {settings.data_dir})")
-        session = client.create_session(title="demo", height=size, width=size, settings=draw)
-        summary["session_id"] = session.id
-        for message in DEMO_DIALOGUE[:turns]:
-            console.print(f"[bold cyan]user>[/bold cyan] {message}")
-            with _progress() as progress:
-                turn = _follow(client, client.post_turn(session.id, message=message), progress)
-            if turn.status != "done":
-                console.print(f"[red]turn {turn.index} failed: {turn.error}[/red]")
-                summary["turns"].append(
-                    {"index": turn.index, "message": message, "status": turn.status, "error": turn.error}
-                )
-                raise typer.Exit(1)
-            console.print(_plan_table(turn))
-            files = _save_turn(client, turn, out)
-            summary["turns"].append(
-                {
-                    "index": turn.index,
-                    "message": message,
-                    "status": turn.status,
-                    "plan": turn.plan.model_dump(mode="json") if turn.plan else None,
-                    "images": files,
-                    "subjects_found": {c.subject_id: c.found for c in turn.crops},
-                    "timings": turn.timings,
-                }
-            )
-        subjects = client.list_subjects(session.id)
-        summary["subjects"] = [s.model_dump(mode="json") for s in subjects]
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary: dict[str, Any] = {"steps": steps, "turns": []}
+    with _written_on_exit(summary, out / "summary.json", started):
+        base = Settings()
+        settings = base.model_copy(
+            update={
+                "data_dir": out / "data",
+                "database_url": base.database_url,
+                "host": "127.0.0.1",
+                "port": free_port(),
+            }
+        )
+        preset_name = preset or settings.default_preset
+        kind = settings.preset(preset_name).kind
+        # the tiny models' VAE downsamples only 2x: 128 px already means 64x64 latents
+        size = size or {"tiny": 128, "tiny-sdxl": 128, "sd15": 512}.get(kind, 1024)
+        draw = DrawSettings(
+            preset=preset_name,
+            steps=steps,
+            refine_step=max(1, steps * 2 // 3),
+            subject_init_steps=max(1, steps // 3),
+            prerender_steps=max(1, steps // 2),
+            seed=1234,
+        )
+        summary.update(preset=preset_name, size=size)
+        key = _database(settings).create_key("demo", "studio demo")
+        with BackgroundServer(settings) as server, StudioClient(server.url, api_key=key) as client:
+            console.print(f"service at {server.url} (data in {settings.data_dir})")
+            session = client.create_session(title="demo", height=size, width=size, settings=draw)
+            summary["session_id"] = session.id
+            for message in DEMO_DIALOGUE[:turns]:
+                summary["turns"].append(_demo_turn(client, session.id, message, out, summary))
+            subjects = client.list_subjects(session.id)
+            summary["subjects"] = [s.model_dump(mode="json") for s in subjects]
     console.print(f"[green]done in {summary['seconds']} s[/green]: {out / 'summary.json'}")
+
+
+def _demo_turn(client: StudioClient, session_id: str, message: str, out: Path, summary: dict[str, Any]) -> dict:
+    """Run one turn of the demo dialogue; its summary entry. A failed turn is recorded in `summary` (entry,
+    status, error) before the command exits with status 1."""
+    from api.client import TurnFailedError
+
+    console.print(f"[bold cyan]user>[/bold cyan] {message}")
+    try:
+        with _progress() as progress:
+            turn = _follow(client, client.post_turn(session_id, message=message), progress)
+    except TurnFailedError as exc:
+        failed = exc.turn
+        console.print(f"[red]turn {failed.index} failed: {failed.error}[/red]")
+        summary["turns"].append(
+            {
+                "index": failed.index,
+                "message": message,
+                "status": failed.status,
+                "error": failed.error,
+                "info": failed.info,
+            }
+        )
+        summary.update(status="failed", error=f"turn {failed.index} failed: {failed.error}")
+        raise typer.Exit(1) from exc
+    console.print(_plan_table(turn))
+    return {
+        "index": turn.index,
+        "message": message,
+        "status": turn.status,
+        "plan": turn.plan.model_dump(mode="json") if turn.plan else None,
+        "images": _save_turn(client, turn, out),
+        "subjects_found": {c.subject_id: c.found for c in turn.crops},
+        "timings": turn.timings,
+    }
+
+
+@contextmanager
+def _written_on_exit(summary: dict[str, Any], path: Path, started: float) -> Iterator[None]:
+    """Write `summary` to `path` however the block ends, with its `status`: done, failed (set by the block
+    before it exits), interrupted (Ctrl-C) or error (any exception, whose text goes to `error`)."""
+    try:
+        yield
+        summary.setdefault("status", "done")
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            summary.setdefault("status", "interrupted")
+        elif not isinstance(exc, typer.Exit):
+            summary.setdefault("status", "error")
+            summary.setdefault("error", f"{type(exc).__name__}: {exc}")
+        summary.setdefault("status", "failed")
+        raise
+    finally:
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        path.write_text(json.dumps(summary, indent=2))
 
 
 def _mount_bench() -> None:

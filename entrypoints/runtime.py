@@ -35,12 +35,7 @@ class PresetDrawer:
         locator = self.locator()
         with self._lock:
             if preset_name not in self._drawers:
-                from drawer import load_drawer
-
-                preset = self.settings.preset(preset_name)
-                self._drawers[preset_name] = load_drawer(
-                    preset, locator=locator, max_subjects=self.settings.max_subjects
-                )
+                self._drawers[preset_name] = load_preset_drawer(self.settings, preset_name, locator)
             return self._drawers[preset_name]
 
     def draw(
@@ -54,6 +49,18 @@ class PresetDrawer:
 
         picture = draw_debug(decode_image(result.image), job.plan, result.crops)
         return result.model_copy(update={"debug_image": picture})
+
+
+def load_preset_drawer(settings: Settings, preset_name: str, locator: SubjectLocator | None = None) -> Drawer:
+    """Load one preset's models now, with the settings' subject locator (loaded too unless given) and limits:
+    the one way the service and the benchmark runner get a drawer."""
+    from drawer import load_drawer
+
+    if locator is None:
+        from vision import load_locator
+
+        locator = load_locator(settings.vision)
+    return load_drawer(settings.preset(preset_name), locator=locator, max_subjects=settings.max_subjects)
 
 
 def build_engine(settings: Settings, drawer: Drawer, images: FileImageStore) -> TurnEngine:

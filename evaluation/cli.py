@@ -75,17 +75,11 @@ def cmigbench(
         preset=preset_name,
         progress=progress,
     )
-    from drawer import load_drawer
-    from vision import load_locator
+    from entrypoints.runtime import build_engine, load_preset_drawer
 
-    locator = load_locator(settings.vision)
-    drawer = load_drawer(settings.preset(preset_name), locator=locator, max_subjects=settings.max_subjects)
+    drawer = load_preset_drawer(settings, preset_name)
     images = FileImageStore(out / ".images")
-    engine = None
-    if through_agents:
-        from agents import build_engine
-
-        engine = build_engine(settings.model_copy(update={"data_dir": out}), drawer, images)
+    engine = build_engine(settings.model_copy(update={"data_dir": out}), drawer, images) if through_agents else None
     try:
         summary = run_benchmark(
             data,

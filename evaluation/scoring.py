@@ -29,8 +29,10 @@ from evaluation.results import (
 )
 from studio import atomic
 from studio.geometry import Box
+from studio.images import decode_image
 from studio.plan import Dialogue, PlanItem, TurnPlan, turn_number
 from studio.protocols import LocateTarget
+from studio.subjects import parent_of
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def drawn_turns(layout: DialogueLayout, dialogue: Dialogue) -> list[DrawnTurn]:
         path = layout.image(number)
         if not path.exists():
             continue
-        image = Image.open(path).convert("RGB")
+        image = decode_image(path.read_bytes())
         out.append(DrawnTurn(number, key, _fit(plan, image.height, image.width), image))
     return out
 
@@ -119,7 +121,7 @@ def score_story_dialogue(scorer: Scorer, name: str, turns: list[DrawnTurn]) -> S
                 subject_id=item.subject_id,
                 name=detection_name(item, scorer.quirks),
                 planned_box=item.box,
-                parent_id=item.subject_id.split("-")[0] if "-" in item.subject_id else None,
+                parent_id=parent_of(item.subject_id),
             )
             for item in turn.plan.items
         ]

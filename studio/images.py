@@ -1,10 +1,12 @@
-"""Image bytes: decoding with limits (uploads), and PNG encoding."""
+"""Image bytes, the one home of their rules: decoding (with limits for uploads), PNG encoding, and masks
+stored as PNG (mode L, 255 inside, 0 outside; read back as True where a pixel is >= 128)."""
 
 from __future__ import annotations
 
 import io
 import warnings
 
+import numpy as np
 from PIL import Image
 
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP"}
@@ -28,6 +30,25 @@ def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """A bool (H, W) mask as a mode-L picture: 255 where the mask is set, 0 elsewhere."""
+    return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    return encode_png(mask_image(mask))
+
+
+def decode_mask_png(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The inverse of `encode_mask_png`: a bool (H, W) array; resized (nearest) to `size` = (width, height)
+    first when given."""
+    with Image.open(io.BytesIO(data)) as opened:
+        grey = opened.convert("L")
+    if size is not None and grey.size != size:
+        grey = grey.resize(size, Image.Resampling.NEAREST)
+    return np.asarray(grey) >= 128
 
 
 def sniff_upload(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:

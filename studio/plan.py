@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from studio.geometry import Box
-from studio.subjects import parent_of, validate_subject_id
+from studio.subjects import is_component, parent_of, validate_subject_id
 
 CMIGBENCH_BOX_SPACE = 512
 DEFAULT_MAX_CANVAS_SIDE = 2048
@@ -184,7 +184,9 @@ def plan_to_cmigbench(plan: TurnPlan, fmt: TurnFormat | None = None) -> dict[str
     for item in plan.items:
         box = item.box
         coords = [_number(_round(v)) for v in (box.x * sx, box.y * sy, box.w * sx, box.h * sy)]
-        subject_id: str | int = int(item.subject_id) if fmt.int_ids and "-" not in item.subject_id else item.subject_id
+        subject_id: str | int = (
+            int(item.subject_id) if fmt.int_ids and not is_component(item.subject_id) else item.subject_id
+        )
         objects.append([item.phrase, coords, subject_id])
     out: dict[str, Any] = {}
     if fmt.explicit_size:

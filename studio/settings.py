@@ -116,6 +116,9 @@ class AuthSettings(BaseModel):
     enabled: bool = Field(default=True, description="off is allowed only when the server binds to loopback")
 
 
+DEFAULT_MAX_SUBJECTS = 8  # subjects one turn may place: the setting's default, and the drawer's and agents'
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDIO_", env_nested_delimiter="__", extra="ignore")
 
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     max_canvas_side: int = 2048
-    max_subjects: int = Field(default=8, ge=1)
+    max_subjects: int = Field(default=DEFAULT_MAX_SUBJECTS, ge=1)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
     max_queued_turns: int = Field(default=16, ge=1, description="unfinished turns per session before 429")

@@ -24,6 +24,16 @@ def parent_of(subject_id: str) -> str | None:
     return subject_id.split("-", 1)[0] if "-" in subject_id else None
 
 
+def is_component(subject_id: str) -> bool:
+    """Whether the id names a component of another subject ("1-2"), not a mother subject ("1")."""
+    return parent_of(subject_id) is not None
+
+
+def family_of(subject_id: str) -> str:
+    """The mother id of the subject's family: its parent for a component, itself for a mother."""
+    return parent_of(subject_id) or subject_id
+
+
 def id_key(subject_id: str) -> list[int]:
     """Sort key that orders ids numerically: "2" < "2-1" < "10"."""
     return [int(part) for part in subject_id.split("-")]
@@ -31,7 +41,7 @@ def id_key(subject_id: str) -> list[int]:
 
 def next_mother_id(taken: set[str]) -> str:
     """The next free subject id after those taken."""
-    mothers = [int(i) for i in taken if "-" not in i]
+    mothers = [int(i) for i in taken if not is_component(i)]
     return str(max(mothers, default=0) + 1)
 
 

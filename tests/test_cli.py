@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,43 @@ def test_chat_repl_shows_layouts_and_saves_images(tmp_path: Path) -> None:
     text = " ".join(result.output.split())  # rich wraps lines to the terminal's width
     assert "turn 2 of session" in text and "failed: scripted planner failure" in text  # shown; the REPL goes on
     assert sorted(p.name for p in out.glob("*.png")) == ["turn1.png", "turn3.png"]
+
+
+@pytest.fixture
+def scripted_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """`studio demo` against the scripted engine (tests/api/conftest.py): its second line fails the turn."""
+    import entrypoints.cli as cli
+    import entrypoints.runtime as runtime
+
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "unused"))
+    monkeypatch.setattr(cli, "DEMO_DIALOGUE", ["a girl on a bench", "please fail", "never sent"])
+    monkeypatch.setattr(runtime, "build_service", lambda settings: make_service(settings.data_dir)[0])
+    return tmp_path / "demo"
+
+
+def test_demo_writes_the_summary_with_the_failed_turn_before_exiting(scripted_demo: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--out", str(scripted_demo), "--steps", "2"], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    summary = json.loads((scripted_demo / "summary.json").read_text())
+    assert summary["status"] == "failed" and "scripted planner failure" in summary["error"]
+    assert [(t["index"], t["status"]) for t in summary["turns"]] == [(1, "done"), (2, "failed")]
+    assert summary["turns"][1]["error"] == "scripted planner failure" and summary["seconds"] >= 0
+
+
+def test_demo_writes_the_summary_when_interrupted(scripted_demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import entrypoints.cli as cli
+
+    follow = cli._follow
+    calls: list[int] = []
+
+    def interrupted_at_the_second_turn(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return follow(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "_follow", interrupted_at_the_second_turn)
+    result = CliRunner().invoke(app, ["demo", "--out", str(scripted_demo), "--steps", "2"], terminal_width=200)
+    assert result.exit_code != 0
+    summary = json.loads((scripted_demo / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and [t["status"] for t in summary["turns"]] == ["done"]

@@ -6,8 +6,6 @@ head or a wide subject's sides (notes §6.7)."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image
 
@@ -41,19 +39,3 @@ def masked_square_crop(image: Image.Image, mask: np.ndarray, fill: tuple[int, in
     inside = mask[y0:y1, x0:x1].astype(bool)
     region[inside] = rgb[y0:y1, x0:x1][inside]
     return Image.fromarray(out, "RGB")
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def mask_png(mask: np.ndarray) -> bytes:
-    """PNG, mode L, 255 where the subject is, 0 elsewhere."""
-    return png_bytes(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
-
-
-def mask_from_png(data: bytes) -> np.ndarray:
-    """The inverse of `mask_png`: a bool array (H, W)."""
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L")) >= 128

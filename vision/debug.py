@@ -3,12 +3,11 @@ outlines (cyan), each labelled with its subject id. Pure PIL."""
 
 from __future__ import annotations
 
-import io
-
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from studio.draw import SubjectCrop
 from studio.geometry import Box
+from studio.images import decode_mask_png, encode_png, mask_image
 from studio.plan import TurnPlan
 
 PLANNED = (255, 215, 0)
@@ -31,10 +30,10 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: Box, color: tuple[int, int
 
 
 def _mask_outline(mask_png: bytes, size: tuple[int, int]) -> Image.Image | None:
-    mask = Image.open(io.BytesIO(mask_png)).convert("L")
-    if mask.size != size:
+    mask = decode_mask_png(mask_png)
+    if mask.shape != (size[1], size[0]):
         return None
-    binary = mask.point(lambda v: 255 if v >= 128 else 0)
+    binary = mask_image(mask)
     return ImageChops.subtract(binary, binary.filter(ImageFilter.MinFilter(3)))
 
 
@@ -59,6 +58,4 @@ def draw_debug(image: Image.Image, plan: TurnPlan, crops: dict[str, SubjectCrop]
         x0, y0, x1, y1 = crop.box.to_xyxy()
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=DETECTED, width=2)
         draw.text((x0 + 3, max(y1 - 14, y0)), f"{subject_id} {crop.score:.2f}", fill=DETECTED)
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(canvas)

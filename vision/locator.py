@@ -10,8 +10,9 @@ from PIL import Image
 
 from studio.draw import SubjectCrop
 from studio.geometry import Box
+from studio.images import encode_mask_png, encode_png
 from studio.protocols import LocateTarget
-from vision.crops import GREY, mask_bbox, mask_png, masked_square_crop, png_bytes
+from vision.crops import GREY, mask_bbox, masked_square_crop
 from vision.matching import Detection, Match, MatchSettings, match_targets, nms, normalize_name
 
 
@@ -67,8 +68,8 @@ class GroundedSamLocator:
             return SubjectCrop(found=False, reason="detected, but segmentation left an empty mask in its box", **common)
         return SubjectCrop(
             found=True,
-            mask=mask_png(mask),
-            crop=png_bytes(masked_square_crop(image, mask, self.fill)),
+            mask=encode_mask_png(mask),
+            crop=encode_png(masked_square_crop(image, mask, self.fill)),
             **common,
         )
 

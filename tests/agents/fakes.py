@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import uuid
 from typing import Any
@@ -10,15 +9,15 @@ from typing import Any
 from PIL import Image
 
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
+from studio.images import encode_png
 from studio.protocols import HistoryEntry, StepCallback, TurnContext, TurnOutcome
-from studio.subjects import Subject
+from studio.subjects import Subject, family_of
 from studio.turns import TurnRequest
 
 
 def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A flat PNG."""
+    return encode_png(Image.new("RGB", (width, height), color))
 
 
 class FakeDrawer:
@@ -44,7 +43,7 @@ class FakeDrawer:
                 box=item.box,
                 score=0.9,
                 iou_with_plan=1.0,
-                crop=png(32, 32, (shade, int(item.subject_id.split("-")[0]) * 20 % 256, 100)),
+                crop=png(32, 32, (shade, int(family_of(item.subject_id)) * 20 % 256, 100)),
             )
             for item in plan.items
         }

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 
 import numpy as np
 from PIL import Image
 
 from studio.draw import DrawJob, DrawResult, SubjectCrop
+from studio.images import encode_png
 from studio.protocols import LocateTarget, StepCallback
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class FakeDrawer:
@@ -49,10 +43,10 @@ class FakeDrawer:
                 box=item.box,
                 score=0.9,
                 iou_with_plan=1.0,
-                crop=png(image.crop((x0, y0, x1, y1))),
+                crop=encode_png(image.crop((x0, y0, x1, y1))),
             )
         return DrawResult(
-            image=png(image), width=plan.width, height=plan.height, seed=job.settings.seed or 0, crops=crops
+            image=encode_png(image), width=plan.width, height=plan.height, seed=job.settings.seed or 0, crops=crops
         )
 
 

@@ -81,3 +81,25 @@ def test_clip_loads_from_a_local_folder(tmp_path: Path) -> None:
     loaded, tiny = ClipScorer.load(str(tmp_path), device="cpu"), ClipScorer.load("tiny")
     texts = ["a library with a sparrow"]
     assert loaded.text_embeddings(texts) == pytest.approx(tiny.text_embeddings(texts), abs=1e-5)
+
+
+def test_cmigbench_loads_its_drawer_through_the_services_wiring(
+    tmp_path: Path, story_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import entrypoints.runtime as runtime
+    from tests.evaluation.fakes import FakeDrawer
+
+    loaded: list[tuple[str, int]] = []
+
+    def load_preset_drawer(settings: object, preset_name: str) -> FakeDrawer:
+        loaded.append((preset_name, settings.max_subjects))  # type: ignore[attr-defined]
+        return FakeDrawer()
+
+    import studio.settings
+
+    monkeypatch.setattr(studio.settings, "get_settings", lambda: studio.settings.Settings(max_subjects=5))
+    monkeypatch.setattr(runtime, "load_preset_drawer", load_preset_drawer)
+    args = ["cmigbench", "--data", str(story_file), "--out", str(tmp_path / "run"), "--preset", "tiny"]
+    result = CliRunner().invoke(bench_app, [*args, "--canvas", "64", "--limit-turns", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert loaded == [("tiny", 5)] and (tmp_path / "run" / "dialogue 1" / "turn1.png").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from evaluation.results import EditingScore, ScoreSettings, StoryScore
 from evaluation.runner import RunOptions, run_benchmark
 from evaluation.scoring import Scorer, score_run, write_scores
 from studio.draw import DrawJob, DrawResult, DrawSettings
+from studio.images import encode_png
 from tests.evaluation.fakes import DetectingLocator, FakeDrawer, ScriptedDetector, ScriptedLocator
 
 SETTINGS = DrawSettings(steps=1, subject_init=False)
@@ -25,9 +25,7 @@ class ConstantDrawer:
 
     def draw(self, job: DrawJob, on_step=None, cancel=None) -> DrawResult:
         image = Image.linear_gradient("L").resize((job.plan.width, job.plan.height)).convert("RGB")
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return DrawResult(image=buffer.getvalue(), width=job.plan.width, height=job.plan.height, seed=0)
+        return DrawResult(image=encode_png(image), width=job.plan.width, height=job.plan.height, seed=0)
 
 
 @pytest.fixture(scope="module")

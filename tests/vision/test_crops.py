@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from vision.crops import GREY, mask_from_png, mask_png, masked_square_crop
+from vision.crops import GREY, masked_square_crop
 
 
 def _image() -> Image.Image:
@@ -48,15 +46,3 @@ def test_empty_or_misshaped_mask_is_refused() -> None:
         masked_square_crop(_image(), np.zeros((5, 6), dtype=bool))
     with pytest.raises(ValueError, match="shape"):
         masked_square_crop(_image(), np.ones((4, 6), dtype=bool))
-
-
-def test_mask_png_is_mode_l_canvas_sized_and_round_trips() -> None:
-    mask = np.zeros((5, 6), dtype=bool)
-    mask[1:3, 2:5] = True
-    data = mask_png(mask)
-    image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG"
-    assert image.mode == "L"
-    assert image.size == (6, 5)
-    assert set(np.unique(np.asarray(image))) == {0, 255}
-    np.testing.assert_array_equal(mask_from_png(data), mask)

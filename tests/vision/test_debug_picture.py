@@ -9,8 +9,8 @@ from PIL import Image
 
 from studio.draw import SubjectCrop
 from studio.geometry import Box
+from studio.images import encode_mask_png
 from studio.plan import PlanItem, TurnPlan
-from vision.crops import mask_png
 from vision.debug import DETECTED, OUTLINE, PLANNED, draw_debug
 
 
@@ -27,7 +27,9 @@ def test_debug_picture_draws_planned_and_detected_boxes_and_outlines() -> None:
     mask = np.zeros((96, 128), dtype=bool)
     mask[30:60, 20:40] = True
     crops = {
-        "1": SubjectCrop(subject_id="1", found=True, box=Box(x=16, y=24, w=32, h=40), score=0.7, mask=mask_png(mask)),
+        "1": SubjectCrop(
+            subject_id="1", found=True, box=Box(x=16, y=24, w=32, h=40), score=0.7, mask=encode_mask_png(mask)
+        ),
         "2": SubjectCrop(subject_id="2", found=False, reason="no 'dog' detected"),
     }
     data = draw_debug(image, plan, crops)

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from studio.geometry import Box
+from studio.images import decode_mask_png
 from studio.protocols import SubjectLocator
 from tests.vision.conftest import CallCounter, target
-from vision.crops import mask_from_png
 from vision.locator import GroundedSamLocator
 from vision.matching import Detection
 from vision.segmenter import BoxSegmenter
@@ -65,7 +65,7 @@ def test_missing_subject_leaves_the_others_with_their_own_masks() -> None:
     assert len(segmenter.calls) == 1 and len(segmenter.calls[0]) == 2
     assert list(crops) == ["1", "2", "3"]
     assert not crops["2"].found and "boy" in (crops["2"].reason or "") and crops["2"].mask is None
-    girl_mask, dog_mask = mask_from_png(crops["1"].mask or b""), mask_from_png(crops["3"].mask or b"")
+    girl_mask, dog_mask = decode_mask_png(crops["1"].mask or b""), decode_mask_png(crops["3"].mask or b"")
     assert girl_mask[:, :100].all() and not girl_mask[:, 100:].any()
     assert dog_mask[100:, 200:].all() and dog_mask.sum() == 100 * 100
     assert crops["3"].box == Box(x=200, y=100, w=100, h=100) and crops["3"].score == 0.6
@@ -98,7 +98,7 @@ def test_real_sam_gets_every_matched_box_in_one_prompt_batch(sam_segmenter: BoxS
     for subject_id, crop in crops.items():
         assert crop.box is not None, subject_id
         if crop.found:  # random SAM weights: a mask may come out empty, which must then be reported
-            mask = mask_from_png(crop.mask or b"")
+            mask = decode_mask_png(crop.mask or b"")
             x0, y0, x1, y1 = crop.box.to_xyxy()
             outside = mask.copy()
             outside[max(int(y0) - 10, 0) : int(y1) + 10, max(int(x0) - 5, 0) : int(x1) + 5] = False
