@@ -4,8 +4,9 @@ verbs of wearing and the small words around actions. Nouns, numbers and scenes a
 from __future__ import annotations
 
 from agents.vocabulary import words
+from studio.settings import DEFAULT_MAX_SUBJECTS
 
-MAX_SUBJECTS = 8
+MAX_SUBJECTS = DEFAULT_MAX_SUBJECTS
 
 # --- noun phrases -----------------------------------------------------------------------------------
 DETERMINERS = words("a an the this that these those his her their its my our your one some")
