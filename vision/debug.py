@@ -13,7 +13,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 from studio.draw import SubjectCrop
 from studio.geometry import Box
 from studio.plan import TurnPlan
-from vision.labels import LabelRequest, Rect, font_size_for, label_font, place_labels
+from vision.labels import Font, LabelRequest, Rect, font_size_for, label_font, place_labels
 
 PLANNED = (255, 215, 0)
 DETECTED = (255, 0, 255)
@@ -59,7 +59,7 @@ def _mask_outline(mask_png: bytes, size: tuple[int, int]) -> Image.Image | None:
     return ImageChops.subtract(binary, binary.filter(ImageFilter.MinFilter(3)))
 
 
-def fit_text(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: int) -> str:
+def fit_text(text: str, font: Font, max_width: int) -> str:
     """`text`, cut with an ellipsis where it would be wider than `max_width` pixels ('' when nothing fits)."""
     if font.getlength(text) <= max_width:
         return text

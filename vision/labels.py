@@ -11,6 +11,8 @@ from PIL import ImageFont
 
 MIN_FONT_SIZE = 9
 
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
 
 @dataclass(frozen=True)
 class Rect:
@@ -58,7 +60,7 @@ def font_size_for(width: int, height: int) -> int:
 
 
 @lru_cache(maxsize=32)
-def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def label_font(size: int) -> Font:
     """Pillow's bundled font at `size` px (needs Pillow ≥ 10.1 with FreeType; otherwise its fixed bitmap font)."""
     return ImageFont.load_default(size=size)
 
