@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -186,3 +187,33 @@ def test_memory_after_each_turn_is_rebuilt_from_the_final_memory() -> None:
     assert len(asked) == len(set(asked))  # each url fetched once
     pixels = _pixels(render_contact_sheet(sheet))
     assert _at(pixels, sheet_layout(sheet).turns[0].image.center) == RED
+
+
+def test_the_demo_writes_the_sheet_through_the_sdk(tmp_path: Path) -> None:
+    """`studio demo`'s hook: turns, subjects and images come from the SDK; a gone image is a placeholder."""
+    from api.client import NotFoundError
+    from entrypoints.cli import _write_contact_sheet
+
+    turn = _service_turn(0, [CropView(subject_id="1", found=True, crop_url="/v1/images/crop")])
+    subject = SubjectView(id="1", name="girl", first_seen_turn=0, refreshed_turn=0, reference_url="/v1/images/crop")
+
+    class Client:
+        def list_turns(self, session_id: str) -> list[Turn]:
+            assert session_id == "s"
+            return [turn]
+
+        def list_subjects(self, session_id: str) -> list[SubjectView]:
+            return [subject]
+
+        def get_image(self, url: str) -> bytes:
+            if url == "/v1/images/debug0":
+                raise NotFoundError(404, "gone")
+            return {"/v1/images/final0": _png(RED), "/v1/images/crop": _png(GREEN)}[url]
+
+    path = _write_contact_sheet(Client(), "s", tmp_path)  # type: ignore[arg-type]
+    assert path == tmp_path / "contact-sheet.png"
+    sheet = [SheetTurn(index=0, message="message 0", subjects=[SheetSubject(id="1", name="girl")])]
+    cells = sheet_layout(sheet).turns[0]
+    pixels = _pixels(path.read_bytes())
+    assert _at(pixels, cells.image.center) == RED and _at(pixels, cells.thumbs[0].center) == GREEN
+    assert _at(pixels, (cells.debug.x0 + 2, cells.debug.y0 + 2)) == PLACEHOLDER
