@@ -101,7 +101,7 @@ def draw_labels(canvas: Image.Image, labels: list[Label], font_size: int) -> lis
 
 def debug_labels(plan: TurnPlan, crops: dict[str, SubjectCrop]) -> list[Label]:
     """The labels of a debug picture, most important first: each planned subject's id (or "id missing") wished
-    just inside its planned box's top-left corner, then each detection's "id score" just below its box's
+    just inside its planned box's top-left corner, then each detection's "id: score" just below its box's
     bottom-left corner (inside the box when that is off the canvas)."""
     labels: list[Label] = []
     for item in plan.items:
@@ -113,7 +113,7 @@ def debug_labels(plan: TurnPlan, crops: dict[str, SubjectCrop]) -> list[Label]:
     for subject_id, crop in crops.items():
         if crop.box is not None:
             x0, _, _, y1 = crop.box.to_xyxy()
-            labels.append(Label(f"{subject_id} {crop.score:.2f}", DETECTED, round(x0) + 2, round(y1) + 1))
+            labels.append(Label(f"{subject_id}: {crop.score:.2f}", DETECTED, round(x0) + 2, round(y1) + 1))
     return labels
 
 
