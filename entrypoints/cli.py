@@ -133,6 +133,24 @@ def _save_turn(client: StudioClient, turn: Turn, out: Path) -> list[str]:
     return saved
 
 
+def _write_contact_sheet(client: StudioClient, session_id: str, out: Path) -> Path:
+    """OUT/contact-sheet.png: every turn of the session with its debug overlay and the subject memory."""
+    from api.client import StudioError
+    from vision.contact_sheet import render_contact_sheet, sheet_turns
+
+    def fetch(url: str) -> bytes | None:
+        try:
+            return client.get_image(url)
+        except StudioError:  # an image that is gone is drawn as a placeholder
+            return None
+
+    path = out / "contact-sheet.png"
+    path.write_bytes(
+        render_contact_sheet(sheet_turns(client.list_turns(session_id), client.list_subjects(session_id), fetch))
+    )
+    return path
+
+
 def _follow(client: StudioClient, turn: Turn, progress: Progress) -> Turn:
     """Wait for a turn, showing its events as a progress bar; the finished turn, or TurnFailedError."""
     task = progress.add_task(f"turn {turn.index}", total=None)
@@ -245,6 +263,8 @@ def demo(
                 summary["turns"].append(_demo_turn(client, session.id, message, out, summary))
             subjects = client.list_subjects(session.id)
             summary["subjects"] = [s.model_dump(mode="json") for s in subjects]
+            summary["contact_sheet"] = str(_write_contact_sheet(client, session.id, out))
+            console.print(f"contact sheet: {summary['contact_sheet']}")
     console.print(f"[green]done in {summary['seconds']} s[/green]: {out / 'summary.json'}")
 
 

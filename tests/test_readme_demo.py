@@ -38,3 +38,4 @@ def test_readme_demo_command_runs_the_service_and_leaves_images_and_a_summary(tm
         assert image.format == "PNG" and image.size == (64, 64)
     assert {subject["id"] for subject in summary["subjects"]} >= {"1", "2"}
     assert (out / "data" / "studio.db").exists()
+    assert Image.open(out / "contact-sheet.png").format == "PNG"
