@@ -11,9 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import studio
 from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
+from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware
 from studio.service import TurnService
 from studio.turns import TurnEvent
+
+MAX_JSON_BODY_BYTES = 1 << 20
+"""Largest request body outside uploads (413 beyond): a maximal valid turn is well under 256 KiB."""
 
 
 class UnsafeConfiguration(RuntimeError):
@@ -49,7 +53,9 @@ def create_app(service: TurnService) -> FastAPI:
         version=studio.__version__,
         description="Multi-turn, subject-consistent image generation.",
         lifespan=lifespan,
+        max_body_size=MAX_JSON_BODY_BYTES,
     )
+    install_error_handlers(app)
     app.state.service = service
     app.state.metrics = metrics
     for module in (routes_sessions, routes_turns, routes_subjects, routes_images):

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, FiniteFloat, ValidationInfo, field_validator, model_validator
 
 from studio.geometry import Box
 from studio.subjects import parent_of, validate_subject_id
+from studio.text import Text
 
 CMIGBENCH_BOX_SPACE = 512
 DEFAULT_MAX_CANVAS_SIDE = 2048
 _NONE_TEXT = "None"
+MAX_PLAN_ITEMS = 64
+"""Schema bound of a plan's lists; the service further limits items to `settings.max_subjects`. pydantic
+stops a longer list after validating `MAX_PLAN_ITEMS` + 1 items, so an oversized plan costs bounded work."""
+
+SubjectId = Annotated[str, BeforeValidator(validate_subject_id)]
 
 
 def canvas_side_problem(side: int, max_side: int) -> str | None:
@@ -31,19 +38,14 @@ def canvas_side_problem(side: int, max_side: int) -> str | None:
 class PlanItem(BaseModel):
     """One subject placed in a turn: which subject, what it does here, and where."""
 
-    subject_id: str
-    phrase: str = Field(min_length=1, max_length=300)
+    subject_id: SubjectId
+    phrase: Text = Field(min_length=1, max_length=300)
     box: Box
-    name: str | None = Field(
+    name: Text | None = Field(
         default=None,
         max_length=100,
         description="noun to detect; defaults to the phrase's text before the first comma",
     )
-
-    @field_validator("subject_id", mode="before")
-    @classmethod
-    def _id(cls, value: str | int) -> str:
-        return validate_subject_id(value)
 
     @property
     def detection_name(self) -> str:
@@ -55,9 +57,9 @@ class PlanItem(BaseModel):
 class EditSpec(BaseModel):
     """Keep the previous image everywhere except inside the boxes of these subjects (or extra boxes)."""
 
-    regenerate_subject_ids: list[str] = Field(default_factory=list)
-    regenerate_boxes: list[Box] = Field(default_factory=list)
-    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+    regenerate_subject_ids: list[SubjectId] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
+    regenerate_boxes: list[Box] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
+    strength: FiniteFloat = Field(default=1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _non_empty(self) -> EditSpec:
@@ -71,10 +73,10 @@ class TurnPlan(BaseModel):
 
     height: int = Field(default=512, description="canvas height in pixels, a multiple of 8")
     width: int = Field(default=512, description="canvas width in pixels, a multiple of 8")
-    caption: str = Field(default="", max_length=2000)
-    background: str = Field(default="", max_length=500)
-    negative: str | None = Field(default=None, max_length=1000)
-    items: list[PlanItem] = Field(default_factory=list)
+    caption: Text = Field(default="", max_length=2000)
+    background: Text = Field(default="", max_length=500)
+    negative: Text | None = Field(default=None, max_length=1000)
+    items: list[PlanItem] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
     edit: EditSpec | None = None
 
     @field_validator("height", "width")
@@ -89,7 +91,7 @@ class TurnPlan(BaseModel):
     @model_validator(mode="after")
     def _check_items(self) -> TurnPlan:
         ids = [item.subject_id for item in self.items]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
         if duplicates:
             raise ValueError(f"duplicate subject ids in one turn: {duplicates}")
         present = set(ids)

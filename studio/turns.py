@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from studio.draw import DrawSettings, SubjectCrop
 from studio.plan import TurnPlan
 from studio.subjects import Subject
+from studio.text import Text
 
 
 class TurnStatus(StrEnum):
@@ -26,7 +27,7 @@ class TurnStatus(StrEnum):
 
 
 class SessionCreate(BaseModel):
-    title: str = Field(default="", max_length=200)
+    title: Text = Field(default="", max_length=200)
     height: int = Field(default=512, description="default canvas height of the session's turns")
     width: int = Field(default=512, description="default canvas width of the session's turns")
     settings: DrawSettings = Field(default_factory=DrawSettings)
@@ -46,7 +47,7 @@ class Session(BaseModel):
 class TurnRequest(BaseModel):
     """A turn is either a chat message (planned by the agents) or an explicit plan (no LLM)."""
 
-    message: str | None = Field(default=None, min_length=1, max_length=4000)
+    message: Text | None = Field(default=None, min_length=1, max_length=4000)
     plan: TurnPlan | None = None
     settings: DrawSettings | None = Field(default=None, description="overrides the session's settings")
 
