@@ -51,11 +51,17 @@ _DESCRIPTIONS = {
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries for these error statuses, each with its body model."""
-    return {
-        code: {"model": ValidationErrorBody if code == 422 else ErrorMessage, "description": _DESCRIPTIONS[code]}
-        for code in codes
-    }
+    """OpenAPI `responses=` entries for these error statuses, each with its body model. A body over the app's
+    size limit is refused by Starlette's limiter before any route runs, with a plain-text 413."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        responses[code] = {
+            "model": ValidationErrorBody if code == 422 else ErrorMessage,
+            "description": _DESCRIPTIONS[code],
+        }
+        if code == 413:
+            responses[code]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return responses
 
 
 def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 
 from api.auth import get_service
@@ -9,6 +11,7 @@ from api.routes_sessions import owned_session
 from studio.images import ImageRejected, encode_png, sniff_upload
 from studio.service import TurnService
 from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
+from studio.text import Text
 from studio.turns import Session, SubjectView
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/subjects", tags=["subjects"])
@@ -28,10 +31,12 @@ def list_subjects(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SubjectView)
 async def upload_reference(
-    name: str = Form(..., min_length=1, max_length=100, description="the subject's noun, e.g. 'girl'"),
+    name: Annotated[Text, Form(min_length=1, max_length=100, description="the subject's noun, e.g. 'girl'")],
     file: UploadFile = File(..., description="PNG, JPEG or WebP"),
-    description: str = Form("", max_length=500),
-    subject_id: str | None = Form(None, description="attach to this id; default: the subject of that name, or new"),
+    description: Annotated[Text, Form(max_length=500)] = "",
+    subject_id: Annotated[
+        Text | None, Form(max_length=20, description="attach to this id; default: the subject of that name, or new")
+    ] = None,
     session: Session = Depends(owned_session),
     service: TurnService = Depends(get_service),
 ) -> SubjectView:

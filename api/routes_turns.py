@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from sse_starlette.sse import EventSourceResponse
 
 from api.auth import get_service
+from api.bodies import OffLoopJSONRoute
 from api.routes_sessions import owned_session
 from studio.service import RequestRejected, TurnService
 from studio.turns import Session, Turn, TurnEvent, TurnRequest
 
-router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"])
+router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"], route_class=OffLoopJSONRoute)
 MAX_INT = 2**31 - 1
 TurnIndex = Annotated[int, Path(ge=1, le=MAX_INT, description="the turn's number in its session, from 1")]
 
