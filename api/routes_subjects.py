@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 
 from api.auth import get_service
+from api.errors import error_responses
 from api.routes_sessions import owned_session
 from studio.images import ImageRejected, encode_png, sniff_upload
 from studio.service import TurnService
@@ -14,7 +15,9 @@ from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of,
 from studio.text import Text
 from studio.turns import Session, SubjectView
 
-router = APIRouter(prefix="/v1/sessions/{session_id}/subjects", tags=["subjects"])
+router = APIRouter(
+    prefix="/v1/sessions/{session_id}/subjects", tags=["subjects"], responses=error_responses(401, 404, 422)
+)
 
 
 def _view(subject: Subject) -> SubjectView:
@@ -29,7 +32,9 @@ def list_subjects(
     return [_view(subject) for subject in service.db.list_subjects(session.id)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SubjectView)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=SubjectView, responses=error_responses(400, 413, 415)
+)
 async def upload_reference(
     name: Annotated[Text, Form(min_length=1, max_length=100, description="the subject's noun, e.g. 'girl'")],
     file: UploadFile = File(..., description="PNG, JPEG or WebP"),

@@ -11,11 +11,17 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.auth import get_service
 from api.bodies import OffLoopJSONRoute
+from api.errors import error_responses
 from api.routes_sessions import owned_session
 from studio.service import RequestRejected, TurnService
 from studio.turns import Session, Turn, TurnEvent, TurnRequest
 
-router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"], route_class=OffLoopJSONRoute)
+router = APIRouter(
+    prefix="/v1/sessions/{session_id}",
+    tags=["turns"],
+    route_class=OffLoopJSONRoute,
+    responses=error_responses(401, 404, 422),
+)
 MAX_INT = 2**31 - 1
 TurnIndex = Annotated[int, Path(ge=1, le=MAX_INT, description="the turn's number in its session, from 1")]
 
@@ -29,7 +35,9 @@ def with_urls(turn: Turn) -> Turn:
     )
 
 
-@router.post("/turns", status_code=status.HTTP_202_ACCEPTED, response_model=Turn)
+@router.post(
+    "/turns", status_code=status.HTTP_202_ACCEPTED, response_model=Turn, responses=error_responses(400, 409, 413, 429)
+)
 def post_turn(
     body: TurnRequest,
     session: Session = Depends(owned_session),
@@ -67,7 +75,9 @@ def get_turn(
     return with_urls(turn)
 
 
-@router.post("/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED, responses=error_responses(409)
+)
 def cancel_turn(
     index: TurnIndex, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
 ) -> Turn:
