@@ -6,14 +6,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import bearer, current_tenant, get_service, tenant_of
-from api.bodies import OffLoopJSONRoute
 from api.errors import error_responses
 from studio.service import RequestRejected, TurnService
 from studio.turns import Session, SessionCreate
 
-router = APIRouter(
-    prefix="/v1/sessions", tags=["sessions"], route_class=OffLoopJSONRoute, responses=error_responses(401, 422)
-)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=error_responses(401, 422))
 
 
 def owned_session(

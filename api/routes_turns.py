@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from sse_starlette.sse import EventSourceResponse
 
 from api.auth import get_service
-from api.bodies import OffLoopJSONRoute
 from api.errors import error_responses
 from api.routes_sessions import owned_session
 from studio.service import RequestRejected, TurnService
@@ -19,7 +18,6 @@ from studio.turns import Session, Turn, TurnEvent, TurnRequest
 router = APIRouter(
     prefix="/v1/sessions/{session_id}",
     tags=["turns"],
-    route_class=OffLoopJSONRoute,
     responses=error_responses(401, 404, 422),
 )
 MAX_INT = 2**31 - 1
