@@ -16,10 +16,11 @@ from api.metrics import Metrics, MetricsMiddleware
 from studio.service import TurnService
 from studio.turns import TurnEvent
 
-MAX_JSON_BODY_BYTES = 512 * 1024
-"""Largest request body outside uploads (413 beyond, before any of it is decoded). A maximal valid turn is
-under 256 KiB even with every character escaped; FastAPI decodes JSON on the event loop, and decoding
-512 KiB costs about 3.5 ms (a worker thread would not help: `json.loads` holds the GIL throughout)."""
+MAX_JSON_BODY_BYTES = 256 * 1024
+"""Largest request body outside uploads (413 beyond, before any of it is decoded); a maximal valid turn
+fits even with every character \\u-escaped. FastAPI decodes JSON on the event loop, so this limit is what
+bounds that work: about 3-7 ms at the limit for the costliest shapes. A worker thread would not shorten the
+stall, since `json.loads` holds the GIL throughout (see docs/api.md)."""
 
 
 class UnsafeConfiguration(RuntimeError):

@@ -261,8 +261,8 @@ def _huge_plan(items: int) -> dict[str, Any]:
 
 def test_a_long_plan_within_the_body_limit_is_refused_at_the_length_check(client: TestClient, keys: dict) -> None:
     url = _url("/v1/sessions/{session_id}/turns", client, keys["a"])
-    body = json.dumps(_huge_plan(5000))
-    assert 350_000 < len(body) < MAX_JSON_BODY_BYTES
+    body = json.dumps(_huge_plan(2000))
+    assert 150_000 < len(body) < MAX_JSON_BODY_BYTES
     response = client.post(url, content=body, headers={**keys["a"], "Content-Type": "application/json"})
     assert response.status_code == 422
     (error,) = response.json()["detail"]  # one error: the per-item checks never ran on the rest
@@ -285,7 +285,7 @@ def test_the_655_kb_plan_of_8000_items_is_a_413_before_decoding(
 
 def test_healthz_answers_while_big_bodies_are_posted(client: TestClient, keys: dict) -> None:
     url = _url("/v1/sessions/{session_id}/turns", client, keys["a"])
-    body = json.dumps(_huge_plan(5000))
+    body = json.dumps(_huge_plan(2000))
     statuses: list[int] = []
     stop = threading.Event()
 
@@ -306,3 +306,24 @@ def test_healthz_answers_while_big_bodies_are_posted(client: TestClient, keys: d
             thread.join()
     assert health == [200] * 20
     assert statuses and set(statuses) == {422}
+
+
+def test_the_largest_valid_turn_fits_the_body_limit_even_fully_escaped(client: TestClient, keys: dict) -> None:
+    """Every text field at its maximum length, every character non-ASCII (six bytes as a \\u escape)."""
+    long = "é" * 1000
+    box = {"x": 0.123456789, "y": 0.123456789, "w": 10.123456789, "h": 10.123456789}
+    items = [{"subject_id": str(i + 1), "phrase": long[:300], "name": long[:100], "box": box} for i in range(64)]
+    plan = {
+        "height": 512,
+        "width": 512,
+        "caption": long * 2,
+        "background": long[:500],
+        "negative": long,
+        "items": items,
+    }
+    plan["edit"] = {"regenerate_subject_ids": [str(i + 1) for i in range(64)], "regenerate_boxes": [box] * 64}
+    body = json.dumps({"plan": plan, "settings": SETTINGS}, ensure_ascii=True, indent=1)
+    assert TurnRequest.model_validate_json(body).plan is not None
+    url = _url("/v1/sessions/{session_id}/turns", client, keys["a"])
+    response = client.post(url, content=body, headers={**keys["a"], "Content-Type": "application/json"})
+    assert response.status_code == 422 and "at most 8 subjects" in response.text  # the service's limit, not 413
