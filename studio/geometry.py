@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 MAX_COORDINATE = 1_000_000.0
 """Bound of any box coordinate or side (canvases are at most a few thousand pixels)."""
@@ -17,15 +17,8 @@ class Box(BaseModel):
 
     x: FiniteFloat = Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)
     y: FiniteFloat = Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)
-    w: FiniteFloat = Field(le=MAX_COORDINATE)
-    h: FiniteFloat = Field(le=MAX_COORDINATE)
-
-    @field_validator("w", "h")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("box width and height must be > 0")
-        return value
+    w: FiniteFloat = Field(gt=0, le=MAX_COORDINATE)
+    h: FiniteFloat = Field(gt=0, le=MAX_COORDINATE)
 
     @classmethod
     def from_xyxy(cls, x0: float, y0: float, x1: float, y1: float) -> Box:

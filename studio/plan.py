@@ -16,6 +16,9 @@ from studio.text import Text
 
 CMIGBENCH_BOX_SPACE = 512
 DEFAULT_MAX_CANVAS_SIDE = 2048
+MIN_CANVAS_SIDE = 64
+CANVAS_SIDE_BOUND = 16384
+"""Schema bounds of any canvas side; the configured maximum and the preset's are checked on top."""
 _NONE_TEXT = "None"
 MAX_PLAN_ITEMS = 64
 """Schema bound of a plan's lists; the service further limits items to `settings.max_subjects`. pydantic
@@ -26,7 +29,7 @@ SubjectId = Annotated[str, BeforeValidator(validate_subject_id)]
 
 def canvas_side_problem(side: int, max_side: int) -> str | None:
     """Why `side` cannot be a canvas side (at least 64, a multiple of 8, at most `max_side`), or None."""
-    if side < 64:
+    if side < MIN_CANVAS_SIDE:
         return "must be at least 64 pixels"
     if side % 8:
         return "is not a multiple of 8"
@@ -71,8 +74,12 @@ class EditSpec(BaseModel):
 class TurnPlan(BaseModel):
     """Everything the drawer needs to know about one turn's picture, boxes in canvas pixels."""
 
-    height: int = Field(default=512, description="canvas height in pixels, a multiple of 8")
-    width: int = Field(default=512, description="canvas width in pixels, a multiple of 8")
+    height: int = Field(
+        default=512, description="canvas height in pixels, a multiple of 8", ge=MIN_CANVAS_SIDE, le=CANVAS_SIDE_BOUND
+    )
+    width: int = Field(
+        default=512, description="canvas width in pixels, a multiple of 8", ge=MIN_CANVAS_SIDE, le=CANVAS_SIDE_BOUND
+    )
     caption: Text = Field(default="", max_length=2000)
     background: Text = Field(default="", max_length=500)
     negative: Text | None = Field(default=None, max_length=1000)

@@ -245,4 +245,3 @@ class TurnService:
         # that skips what it has already sent never skips an event it has not
         with self._emit_lock:
             self.bus.publish(self.db.append_event(turn.session_id, event))
-

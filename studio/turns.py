@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from studio.draw import DrawSettings, SubjectCrop
-from studio.plan import TurnPlan
+from studio.plan import CANVAS_SIDE_BOUND, MIN_CANVAS_SIDE, TurnPlan
 from studio.subjects import Subject
 from studio.text import Text
 
@@ -28,8 +28,15 @@ class TurnStatus(StrEnum):
 
 class SessionCreate(BaseModel):
     title: Text = Field(default="", max_length=200)
-    height: int = Field(default=512, description="default canvas height of the session's turns")
-    width: int = Field(default=512, description="default canvas width of the session's turns")
+    height: int = Field(
+        default=512,
+        description="default canvas height of the session's turns",
+        ge=MIN_CANVAS_SIDE,
+        le=CANVAS_SIDE_BOUND,
+    )
+    width: int = Field(
+        default=512, description="default canvas width of the session's turns", ge=MIN_CANVAS_SIDE, le=CANVAS_SIDE_BOUND
+    )
     settings: DrawSettings = Field(default_factory=DrawSettings)
 
 

@@ -327,3 +327,27 @@ def test_the_largest_valid_turn_fits_the_body_limit_even_fully_escaped(client: T
     url = _url("/v1/sessions/{session_id}/turns", client, keys["a"])
     response = client.post(url, content=body, headers={**keys["a"], "Content-Type": "application/json"})
     assert response.status_code == 422 and "at most 8 subjects" in response.text  # the service's limit, not 413
+
+
+def test_every_number_of_every_request_model_has_both_bounds_in_the_spec() -> None:
+    """Walks the OpenAPI components of the request bodies: a number without a minimum and a maximum fails."""
+    unbounded: list[str] = []
+    numbers: list[str] = []
+
+    def visit(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("number", "integer"):
+                numbers.append(where)
+                has_min = "minimum" in node or "exclusiveMinimum" in node
+                has_max = "maximum" in node or "exclusiveMaximum" in node
+                if not (has_min and has_max):
+                    unbounded.append(where)
+            for key, value in node.items():
+                visit(value, f"{where}.{key}" if key not in ("anyOf", "prefixItems", "items", "properties") else where)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value, where)
+
+    for model in BASE_BODIES:
+        visit(model.model_json_schema(), model.__name__)
+    assert unbounded == [] and len(numbers) >= 25
