@@ -9,6 +9,7 @@ import threading
 import types
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -16,14 +17,13 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
-from sqlalchemy import create_engine, text
 
 from api.app import MAX_JSON_BODY_BYTES, create_app
 from studio.draw import DrawSettings
 from studio.turns import SessionCreate, TurnRequest
 from tests.api.conftest import make_service, png
+from tests.postgres import fresh_postgres_database
 
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 Path_ = tuple[str | int, ...]
 
 BOX = {"x": 4, "y": 4, "w": 40, "h": 40}
@@ -116,28 +116,15 @@ def with_raw(body: dict[str, Any], path: Path_, raw: str) -> str:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
-    overrides: dict[str, Any] = {}
-    admin = None
-    name = f"studio_test_{uuid.uuid4().hex[:12]}"
-    if request.param == "postgres":
-        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        except Exception as exc:  # pragma: no cover - depends on the machine
-            pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-        overrides["database_url"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    service, engine = make_service(tmp_path, **overrides)
-    try:
+    with ExitStack() as stack:
+        overrides: dict[str, Any] = {}
+        if request.param == "postgres":
+            overrides["database_url"] = stack.enter_context(fresh_postgres_database())
+        service, engine = make_service(tmp_path, **overrides)
+        stack.callback(service.db.engine.dispose)
         with TestClient(create_app(service)) as client:
             headers = {"Authorization": f"Bearer {service.db.create_key('t')}"}
             yield client, headers, engine
-    finally:
-        service.db.engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
 def _url(path: str, client: TestClient, headers: dict[str, str]) -> str:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from studio.draw import DrawSettings
 from studio.geometry import Box
@@ -16,8 +14,7 @@ from studio.storage.database import Database
 from studio.storage.images import FileImageStore, ImageNotFound
 from studio.subjects import Subject
 from studio.turns import CropView, TurnEvent, TurnRequest, TurnStatus
-
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.postgres import fresh_postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,20 +24,11 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         database.create_all()
         yield database
         return
-    name = f"studio_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    database = Database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    database.create_all()
-    yield database
-    database.engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_postgres_database() as url:
+        database = Database(url)
+        database.create_all()
+        yield database
+        database.engine.dispose()
 
 
 def test_keys_are_stored_hashed_and_revocable(db: Database) -> None:
