@@ -11,9 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import studio
 from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
+from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware
 from studio.service import TurnService
 from studio.turns import TurnEvent
+
+MAX_JSON_BODY_BYTES = 256 * 1024
+"""Largest request body outside uploads (413 beyond, before any of it is decoded); a maximal valid turn
+fits even with every character \\u-escaped. FastAPI decodes JSON on the event loop, so this limit is what
+bounds that work: about 3-7 ms at the limit for the costliest shapes. A worker thread would not shorten the
+stall, since `json.loads` holds the GIL throughout (see docs/api.md)."""
 
 
 class UnsafeConfiguration(RuntimeError):
@@ -49,7 +56,9 @@ def create_app(service: TurnService) -> FastAPI:
         version=studio.__version__,
         description="Multi-turn, subject-consistent image generation.",
         lifespan=lifespan,
+        max_body_size=MAX_JSON_BODY_BYTES,
     )
+    install_error_handlers(app)
     app.state.service = service
     app.state.metrics = metrics
     for module in (routes_sessions, routes_turns, routes_subjects, routes_images):

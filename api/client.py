@@ -30,12 +30,20 @@ RETRY_STATUSES = {429, 503}
 
 
 class StudioError(Exception):
-    """An error answer of the service; `status` is the HTTP status, `detail` its message."""
+    """An error answer of the service; `status` is the HTTP status, `detail` the body's `detail`: a message,
+    or for 422 a list of `{loc, msg, type}` problems (see api/errors.py)."""
 
     def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(f"HTTP {status}: {_describe(detail)}")
         self.status = status
         self.detail = detail
+
+
+def _describe(detail: Any) -> str:
+    """'body.settings.steps: Input should be …; …' for a 422 list; anything else as text."""
+    if isinstance(detail, list) and all(isinstance(item, dict) and "msg" in item for item in detail):
+        return "; ".join(".".join(str(part) for part in item.get("loc", [])) + f": {item['msg']}" for item in detail)
+    return str(detail)
 
 
 class AuthenticationError(StudioError):

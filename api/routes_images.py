@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from api.auth import current_tenant, get_service
+from api.errors import error_responses
 from api.urls import IMAGES_PATH
 from studio.service import TurnService
 from studio.storage.images import ImageNotFound
 
-router = APIRouter(prefix=IMAGES_PATH, tags=["images"])
+router = APIRouter(prefix=IMAGES_PATH, tags=["images"], responses=error_responses(401, 404, 422))
 
 
 @router.get("/{image_id}", response_class=Response, responses={200: {"content": {"image/png": {}}}})

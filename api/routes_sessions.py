@@ -6,10 +6,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import bearer, current_tenant, get_service, tenant_of
+from api.errors import error_responses
 from studio.service import RequestRejected, TurnService
 from studio.turns import Session, SessionCreate
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=error_responses(401, 422))
 
 
 def owned_session(
@@ -25,7 +26,7 @@ def owned_session(
     return session
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=Session)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Session, responses=error_responses(400, 413))
 def create_session(
     body: SessionCreate, tenant: str = Depends(current_tenant), service: TurnService = Depends(get_service)
 ) -> Session:
@@ -45,12 +46,12 @@ def list_sessions(
     return service.db.list_sessions(tenant, limit=limit, offset=offset)
 
 
-@router.get("/{session_id}", response_model=Session)
+@router.get("/{session_id}", response_model=Session, responses=error_responses(404))
 def get_session(session: Session = Depends(owned_session)) -> Session:
     return session
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))
 def delete_session(session: Session = Depends(owned_session), service: TurnService = Depends(get_service)) -> Response:
     service.delete_session(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

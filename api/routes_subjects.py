@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import get_service
+from api.errors import error_responses
 from api.routes_sessions import owned_session
 from api.urls import subject_view
 from studio.images import ImageRejected
 from studio.service import RequestRejected, SessionGone, TurnService
+from studio.text import Text
 from studio.turns import Session, SubjectView
 
-router = APIRouter(prefix="/v1/sessions/{session_id}/subjects", tags=["subjects"])
+router = APIRouter(
+    prefix="/v1/sessions/{session_id}/subjects", tags=["subjects"], responses=error_responses(401, 404, 422)
+)
 
 
 @router.get("", response_model=list[SubjectView])
@@ -22,12 +28,16 @@ def list_subjects(
     return [subject_view(subject) for subject in service.db.list_subjects(session.id)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SubjectView)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=SubjectView, responses=error_responses(400, 413, 415)
+)
 async def upload_reference(
-    name: str = Form(..., min_length=1, max_length=100, description="the subject's noun, e.g. 'girl'"),
+    name: Annotated[Text, Form(min_length=1, max_length=100, description="the subject's noun, e.g. 'girl'")],
     file: UploadFile = File(..., description="PNG, JPEG or WebP"),
-    description: str = Form("", max_length=500),
-    subject_id: str | None = Form(None, description="attach to this id; default: the subject of that name, or new"),
+    description: Annotated[Text, Form(max_length=500)] = "",
+    subject_id: Annotated[
+        Text | None, Form(max_length=20, description="attach to this id; default: the subject of that name, or new")
+    ] = None,
     session: Session = Depends(owned_session),
     service: TurnService = Depends(get_service),
 ) -> SubjectView:

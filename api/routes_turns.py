@@ -10,17 +10,24 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from sse_starlette.sse import EventSourceResponse
 
 from api.auth import get_service
+from api.errors import error_responses
 from api.routes_sessions import owned_session
 from api.urls import event_with_urls, turn_with_urls
 from studio.service import QueueFull, RequestRejected, SessionGone, TurnService
 from studio.turns import Session, Turn, TurnEvent, TurnRequest
 
-router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["turns"])
+router = APIRouter(
+    prefix="/v1/sessions/{session_id}",
+    tags=["turns"],
+    responses=error_responses(401, 404, 422),
+)
 MAX_INT = 2**31 - 1
 TurnIndex = Annotated[int, Path(ge=1, le=MAX_INT, description="the turn's number in its session, from 1")]
 
 
-@router.post("/turns", status_code=status.HTTP_202_ACCEPTED, response_model=Turn)
+@router.post(
+    "/turns", status_code=status.HTTP_202_ACCEPTED, response_model=Turn, responses=error_responses(400, 409, 413, 429)
+)
 def post_turn(
     body: TurnRequest,
     session: Session = Depends(owned_session),
@@ -59,7 +66,9 @@ def get_turn(
     return turn_with_urls(turn)
 
 
-@router.post("/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/turns/{index}/cancel", response_model=Turn, status_code=status.HTTP_202_ACCEPTED, responses=error_responses(409)
+)
 def cancel_turn(
     index: TurnIndex, session: Session = Depends(owned_session), service: TurnService = Depends(get_service)
 ) -> Turn:

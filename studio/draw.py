@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from studio.geometry import Box
 from studio.plan import TurnPlan
+from studio.text import Text
 
 _BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
 SchedulerName = Literal["ddim", "dpm++", "euler", "euler_a", "pndm", "default"]
+MAX_STEPS = 200
+FuseWeight = Annotated[FiniteFloat, Field(ge=0.0, le=5.0)]
+"""One `fuse_scale` entry: a weight in attention, where a huge value saturates the picture (all black)."""
 
 
 class DrawSettings(BaseModel):
     """Generation settings of one turn. Defaults follow AutoStudio's SD1.5 run (notes §1.6)."""
 
-    preset: str = Field(default="tiny", description="model preset name from the settings")
-    steps: int = Field(default=30, ge=1, le=200)
-    guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    preset: Text = Field(default="tiny", min_length=1, max_length=100, description="model preset name")
+    steps: int = Field(default=30, ge=1, le=MAX_STEPS)
+    guidance_scale: FiniteFloat = Field(default=7.5, ge=0.0, le=50.0)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    img_scale: float = Field(default=0.7, ge=0.0, le=5.0, description="IP-Adapter strength inside boxes")
-    fuse_scale: tuple[float, float] = Field(
+    img_scale: FiniteFloat = Field(default=0.7, ge=0.0, le=5.0, description="IP-Adapter strength inside boxes")
+    fuse_scale: tuple[FuseWeight, FuseWeight] = Field(
         default=(1.2, 0.0), description="text weight of a subject inside its box; IP weight of the background"
     )
-    global_weight: float = Field(default=0.3, ge=0.0, le=2.0, description="global prompt weight inside boxes")
+    global_weight: FiniteFloat = Field(default=0.3, ge=0.0, le=2.0, description="global prompt weight inside boxes")
     refine_step: int | None = Field(
-        default=20, ge=0, description="from this step on, plain global-prompt attention; None: never"
+        default=20, ge=0, le=MAX_STEPS, description="from this step on, plain global-prompt attention; None: never"
     )
     subject_init: bool = True
-    subject_init_steps: int = Field(default=10, ge=0)
-    subject_init_strength: float = Field(default=0.8, ge=0.0, le=1.0)
-    prerender_steps: int = Field(default=15, ge=1, le=200)
+    subject_init_steps: int = Field(default=10, ge=0, le=MAX_STEPS)
+    subject_init_strength: FiniteFloat = Field(default=0.8, ge=0.0, le=1.0)
+    prerender_steps: int = Field(default=15, ge=1, le=MAX_STEPS)
     scheduler: SchedulerName = "ddim"
 
     @model_validator(mode="after")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+
+MAX_COORDINATE = 1_000_000.0
+"""Bound of any box coordinate or side (canvases are at most a few thousand pixels)."""
 
 
 class Box(BaseModel):
@@ -12,24 +15,10 @@ class Box(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    x: float
-    y: float
-    w: float
-    h: float
-
-    @field_validator("x", "y", "w", "h")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("box coordinates must be finite numbers")
-        return value
-
-    @field_validator("w", "h")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("box width and height must be > 0")
-        return value
+    x: FiniteFloat = Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    y: FiniteFloat = Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    w: FiniteFloat = Field(gt=0, le=MAX_COORDINATE)
+    h: FiniteFloat = Field(gt=0, le=MAX_COORDINATE)
 
     @classmethod
     def from_xyxy(cls, x0: float, y0: float, x1: float, y1: float) -> Box:

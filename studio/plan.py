@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, FiniteFloat, ValidationInfo, field_validator, model_validator
 
 from studio.geometry import Box
 from studio.subjects import is_component, parent_of, validate_subject_id
+from studio.text import Text
 
 CMIGBENCH_BOX_SPACE = 512
 DEFAULT_MAX_CANVAS_SIDE = 2048
+MIN_CANVAS_SIDE = 64
+CANVAS_SIDE_BOUND = 16384
+"""Schema bounds of any canvas side; the configured maximum and the preset's are checked on top."""
 _NONE_TEXT = "None"
+MAX_PLAN_ITEMS = 64
+"""Schema bound of a plan's lists; the service further limits items to `settings.max_subjects`. pydantic
+stops a longer list after validating `MAX_PLAN_ITEMS` + 1 items, so an oversized plan costs bounded work."""
+
+SubjectId = Annotated[str, BeforeValidator(validate_subject_id)]
 
 
 def canvas_side_problem(side: int, max_side: int) -> str | None:
     """Why `side` cannot be a canvas side (at least 64, a multiple of 8, at most `max_side`), or None."""
-    if side < 64:
+    if side < MIN_CANVAS_SIDE:
         return "must be at least 64 pixels"
     if side % 8:
         return "is not a multiple of 8"
@@ -31,19 +41,14 @@ def canvas_side_problem(side: int, max_side: int) -> str | None:
 class PlanItem(BaseModel):
     """One subject placed in a turn: which subject, what it does here, and where."""
 
-    subject_id: str
-    phrase: str = Field(min_length=1, max_length=300)
+    subject_id: SubjectId
+    phrase: Text = Field(min_length=1, max_length=300)
     box: Box
-    name: str | None = Field(
+    name: Text | None = Field(
         default=None,
         max_length=100,
         description="noun to detect; defaults to the phrase's text before the first comma",
     )
-
-    @field_validator("subject_id", mode="before")
-    @classmethod
-    def _id(cls, value: str | int) -> str:
-        return validate_subject_id(value)
 
     @property
     def detection_name(self) -> str:
@@ -55,9 +60,9 @@ class PlanItem(BaseModel):
 class EditSpec(BaseModel):
     """Keep the previous image everywhere except inside the boxes of these subjects (or extra boxes)."""
 
-    regenerate_subject_ids: list[str] = Field(default_factory=list)
-    regenerate_boxes: list[Box] = Field(default_factory=list)
-    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+    regenerate_subject_ids: list[SubjectId] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
+    regenerate_boxes: list[Box] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
+    strength: FiniteFloat = Field(default=1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _non_empty(self) -> EditSpec:
@@ -69,12 +74,16 @@ class EditSpec(BaseModel):
 class TurnPlan(BaseModel):
     """Everything the drawer needs to know about one turn's picture, boxes in canvas pixels."""
 
-    height: int = Field(default=512, description="canvas height in pixels, a multiple of 8")
-    width: int = Field(default=512, description="canvas width in pixels, a multiple of 8")
-    caption: str = Field(default="", max_length=2000)
-    background: str = Field(default="", max_length=500)
-    negative: str | None = Field(default=None, max_length=1000)
-    items: list[PlanItem] = Field(default_factory=list)
+    height: int = Field(
+        default=512, description="canvas height in pixels, a multiple of 8", ge=MIN_CANVAS_SIDE, le=CANVAS_SIDE_BOUND
+    )
+    width: int = Field(
+        default=512, description="canvas width in pixels, a multiple of 8", ge=MIN_CANVAS_SIDE, le=CANVAS_SIDE_BOUND
+    )
+    caption: Text = Field(default="", max_length=2000)
+    background: Text = Field(default="", max_length=500)
+    negative: Text | None = Field(default=None, max_length=1000)
+    items: list[PlanItem] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
     edit: EditSpec | None = None
 
     @field_validator("height", "width")
@@ -89,7 +98,7 @@ class TurnPlan(BaseModel):
     @model_validator(mode="after")
     def _check_items(self) -> TurnPlan:
         ids = [item.subject_id for item in self.items]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
         if duplicates:
             raise ValueError(f"duplicate subject ids in one turn: {duplicates}")
         present = set(ids)

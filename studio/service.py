@@ -336,7 +336,6 @@ class TurnService:
                 self.bus.publish(stored)
 
 
-
 def upload_target(memory: list[Subject], name: str, subject_id: str | None) -> str:
     """The subject an upload attaches to: `subject_id` when given (its parent must exist), else the mother
     subject of that name, else a new mother subject."""

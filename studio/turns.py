@@ -9,8 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from studio.draw import DrawSettings, SubjectCrop
-from studio.plan import TurnPlan
+from studio.plan import CANVAS_SIDE_BOUND, MIN_CANVAS_SIDE, TurnPlan
 from studio.subjects import Subject
+from studio.text import Text
 
 
 class TurnStatus(StrEnum):
@@ -26,9 +27,16 @@ class TurnStatus(StrEnum):
 
 
 class SessionCreate(BaseModel):
-    title: str = Field(default="", max_length=200)
-    height: int = Field(default=512, description="default canvas height of the session's turns")
-    width: int = Field(default=512, description="default canvas width of the session's turns")
+    title: Text = Field(default="", max_length=200)
+    height: int = Field(
+        default=512,
+        description="default canvas height of the session's turns",
+        ge=MIN_CANVAS_SIDE,
+        le=CANVAS_SIDE_BOUND,
+    )
+    width: int = Field(
+        default=512, description="default canvas width of the session's turns", ge=MIN_CANVAS_SIDE, le=CANVAS_SIDE_BOUND
+    )
     settings: DrawSettings = Field(default_factory=DrawSettings)
 
 
@@ -46,7 +54,7 @@ class Session(BaseModel):
 class TurnRequest(BaseModel):
     """A turn is either a chat message (planned by the agents) or an explicit plan (no LLM)."""
 
-    message: str | None = Field(default=None, min_length=1, max_length=4000)
+    message: Text | None = Field(default=None, min_length=1, max_length=4000)
     plan: TurnPlan | None = None
     settings: DrawSettings | None = Field(default=None, description="overrides the session's settings")
 

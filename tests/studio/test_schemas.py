@@ -134,3 +134,31 @@ def test_step_counts_scale_with_steps_unless_set_explicitly() -> None:
     scaled = DrawSettings(steps=6)
     assert (scaled.subject_init_steps, scaled.refine_step) == (2, 4)
     assert (DrawSettings().subject_init_steps, DrawSettings().refine_step) == (10, 20)
+
+
+def test_a_too_long_item_list_is_refused_without_validating_every_item() -> None:
+    garbage = [{"not": "an item"}] * 8000  # each would be an error of its own if it were validated
+    with pytest.raises(ValidationError) as caught:
+        TurnPlan.model_validate({"items": [item(str(i + 1)) for i in range(64)] + garbage})
+    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [("too_long", ("items",))]
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1f", "\ud800"])
+def test_text_fields_refuse_control_characters(bad: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TurnPlan.model_validate({"caption": f"a{bad}b"})
+    assert [e["loc"] for e in caught.value.errors()] == [("caption",)]
+
+
+def test_text_fields_keep_tab_newline_and_carriage_return() -> None:
+    assert TurnPlan(caption="a\tb\nc\r\n").caption == "a\tb\nc\r\n"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e6, -0.1])
+def test_fuse_scale_entries_are_finite_and_bounded(value: float) -> None:
+    for index in (0, 1):
+        fuse = [1.0, 0.0]
+        fuse[index] = value
+        with pytest.raises(ValidationError) as caught:
+            DrawSettings(fuse_scale=fuse)
+        assert caught.value.errors()[0]["loc"] == ("fuse_scale", index)
