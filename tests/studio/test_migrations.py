@@ -110,3 +110,45 @@ def test_studio_db_upgrade_migrates_the_configured_database(tmp_path: Path, monk
     db = Database(f"sqlite:///{tmp_path / 'studio.db'}")
     assert _schema_diff(db) == []
     db.engine.dispose()
+
+
+def test_rows_stored_before_the_request_rules_are_repaired_and_read_back(database_url: str) -> None:
+    """The first release stored a huge fuse_scale (and, on SQLite, NaN and control characters); revision 0003
+    brings such rows within today's rules, so the session, its turns and list_sessions read them again."""
+    db = Database(database_url)
+    db.migrate("0002")
+    sqlite = database_url.startswith("sqlite")
+    title = "old\x01title" if sqlite else "old title"  # PostgreSQL never stored NUL-like controls in JSON text
+    settings = {"steps": 3, "fuse_scale": [1e300, 0.0], "img_scale": 99.0, "guidance_scale": 7.0}
+    if sqlite:
+        settings["guidance_scale"] = float("nan")
+    created = datetime(2026, 1, 2, tzinfo=UTC)
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(schema.sessions).values(
+                id="s1", tenant="t", title=title, height=64, width=96, settings=settings, created_at=created
+            )
+        )
+        conn.execute(
+            insert(schema.turns).values(
+                id="t1",
+                session_id="s1",
+                idx=1,
+                status="failed",
+                request={"message": "a girl\x07 waves", "settings": {"fuse_scale": [0.5, 1e9]}},
+                crops=[],
+                timings={},
+                info={},
+                created_at=created,
+            )
+        )
+    assert db.migrate() == _head()
+    session = db.get_session("s1")
+    assert session is not None and session.title == "oldtitle" if sqlite else session.title == "old title"
+    assert session.settings.fuse_scale == (5.0, 0.0) and session.settings.img_scale == 5.0
+    assert session.settings.guidance_scale == (7.5 if sqlite else 7.0)
+    (turn,) = db.list_turns("s1")
+    assert turn.request.message == "a girl waves"
+    assert turn.request.settings is not None and turn.request.settings.fuse_scale == (0.5, 5.0)
+    assert [s.id for s in db.list_sessions("t")] == ["s1"]
+    db.engine.dispose()
