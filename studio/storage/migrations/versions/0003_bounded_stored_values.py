@@ -109,7 +109,10 @@ def upgrade() -> None:
         sa.Column("error", sa.Text),
     )
     subjects = sa.Table(
-        "subjects", metadata, sa.Column("session_id", sa.String), sa.Column("subject_id", sa.String),
+        "subjects",
+        metadata,
+        sa.Column("session_id", sa.String),
+        sa.Column("subject_id", sa.String),
         sa.Column("data", sa.JSON),
     )
     _rewrite(sessions, ["id"], {"title": clean_text, "settings": lambda s: bound_settings(clean_text(s))})
