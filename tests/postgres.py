@@ -16,6 +16,24 @@ from sqlalchemy import create_engine, text
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
+def unavailable(reason: str) -> None:
+    """Skip the test for want of PostgreSQL, or fail it under CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs PostgreSQL at 127.0.0.1:5432: {reason}")
+    pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {reason}")
+
+
+def require_postgres(url: str) -> None:
+    """Return when the server behind the SQLAlchemy `url` answers; otherwise `unavailable`."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), connect_timeout=3):
+            return
+    except Exception as exc:  # any failure means: no server to test against
+        unavailable(str(exc))
+
+
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """The SQLAlchemy URL of a new, empty database, dropped (with its connections) afterwards."""
@@ -26,9 +44,7 @@ def fresh_postgres_database() -> Iterator[str]:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # pragma: no cover - depends on the machine
         admin.dispose()
-        if os.environ.get("CI"):
-            raise RuntimeError(f"CI needs PostgreSQL at 127.0.0.1:5432: {exc}") from exc
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
+        unavailable(str(exc))
     try:
         yield f"{POSTGRES_SERVER}/{name}"
     finally:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
-
 from agents import GraphEngine, build_engine
 from studio.settings import Settings
 from studio.storage.images import MemoryImageStore
 from tests.agents.fakes import FakeDrawer, Session
-from tests.agents.test_postgres import URL, _reachable
+from tests.agents.test_postgres import URL
+from tests.postgres import require_postgres
 
 
 def _forget_one_of_two(engine: GraphEngine) -> None:
@@ -30,9 +29,7 @@ def test_forget_deletes_a_threads_sqlite_checkpoints(offline_engine: GraphEngine
 
 
 def test_forget_deletes_a_threads_postgres_checkpoints(tmp_path: Path) -> None:
-    reason = _reachable()
-    if reason:
-        pytest.skip(reason)
+    require_postgres(URL)
     engine = build_engine(Settings(data_dir=tmp_path, database_url=URL), FakeDrawer(), MemoryImageStore())
     assert type(engine.checkpointer).__name__ == "PostgresSaver"
     try:
