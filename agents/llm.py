@@ -177,24 +177,22 @@ class LLMClient:
             raise
 
     def _complete(self, ex: _Exchange, messages: list[dict[str, str]], convert: Callable[[Any], R] | None) -> R:
-        content = self._answer(ex, messages, repair=False)
-        try:
-            return self._accept(content, ex.schema, convert)
-        except ValueError as exc:
-            first_error = clip_text(describe_error(exc), ERROR_CHARS)
-            ex.records[-1]["error"] = first_error
-        repair = [
-            *messages,
-            {"role": "assistant", "content": clip_text(content, REPAIR_REPLY_CHARS)},
-            {"role": "user", "content": REPAIR_MESSAGE.format(error=first_error)},
-        ]
-        content = self._answer(ex, repair, repair=True)
-        try:
-            return self._accept(content, ex.schema, convert)
-        except ValueError as exc:
-            error = clip_text(describe_error(exc), ERROR_CHARS)
-            ex.records[-1]["error"] = error
-            raise AgentOutputError(ex.agent, f"invalid reply after one repair round: {error}") from exc
+        conversation = messages
+        for repair in (False, True):
+            content = self._answer(ex, conversation, repair=repair)
+            try:
+                return self._accept(content, ex.schema, convert)
+            except ValueError as exc:
+                error = clip_text(describe_error(exc), ERROR_CHARS)
+                ex.records[-1]["error"] = error
+                if repair:
+                    raise AgentOutputError(ex.agent, f"invalid reply after one repair round: {error}") from exc
+            conversation = [
+                *messages,
+                {"role": "assistant", "content": clip_text(content, REPAIR_REPLY_CHARS)},
+                {"role": "user", "content": REPAIR_MESSAGE.format(error=error)},
+            ]
+        raise AssertionError("unreachable: the repair round returns or raises")
 
     @staticmethod
     def _accept(content: str, schema: type[M], convert: Callable[[M], R] | None) -> R:
