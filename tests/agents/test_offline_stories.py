@@ -154,7 +154,8 @@ def report(results: list[TurnResult]) -> str:
 
 
 def _case(dialogue: dict) -> object:
-    marks = [pytest.mark.xfail(reason="known limit of the rules", strict=True)] if dialogue["name"] in KNOWN_FAILURES else []
+    known = dialogue["name"] in KNOWN_FAILURES
+    marks = [pytest.mark.xfail(reason="known limit of the rules", strict=True)] if known else []
     return pytest.param(dialogue, id=dialogue["name"], marks=marks)
 
 
