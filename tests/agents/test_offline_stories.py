@@ -34,6 +34,7 @@ HEIGHT, WIDTH = 512, 768
 class TurnResult:
     dialogue: str
     category: str
+    batch: str
     index: int
     say: str
     problems: list[str]
@@ -131,7 +132,8 @@ def play(dialogue: dict) -> list[TurnResult]:
         boxes = {item.subject_id: item.box for item in draft.plan.items}
         problems += check_turn(turn, analysis, boxes, memory)
         problems += [f"layout check: {issue}" for issue in check_layout(draft, analysis, previous_boxes)]
-        results.append(TurnResult(dialogue["name"], dialogue["category"], index, turn["say"], problems))
+        batch = dialogue.get("batch", "first")
+        results.append(TurnResult(dialogue["name"], dialogue["category"], batch, index, turn["say"], problems))
         memory, previous_ids = after, [s.id for s in analysis.subjects]
         background = analysis.background or background
         previous_boxes = {**previous_boxes, **boxes}
@@ -143,12 +145,17 @@ def all_results() -> list[TurnResult]:
 
 
 def report(results: list[TurnResult]) -> str:
+    """The pass rate, per batch and per category, and every failing turn."""
     total, passed = Counter(), Counter()
     for r in results:
-        total[r.category] += 1
-        passed[r.category] += not r.problems
-    lines = [f"{sum(passed.values())}/{len(results)} turns pass ({sum(passed.values()) / len(results):.1%})"]
-    lines += [f"  {category}: {passed[category]}/{n}" for category, n in total.items()]
+        for key in (r.category, f"batch {r.batch}"):
+            total[key] += 1
+            passed[key] += not r.problems
+    good = sum(not r.problems for r in results)
+    lines = [f"{good}/{len(results)} turns pass ({good / len(results):.1%})"]
+    lines += [
+        f"  {key}: {passed[key]}/{n}" for key, n in sorted(total.items(), key=lambda kv: not kv[0].startswith("batch"))
+    ]
     lines += [f"FAIL {r.dialogue}#{r.index} {r.say!r}: {'; '.join(r.problems)}" for r in results if r.problems]
     return "\n".join(lines)
 
