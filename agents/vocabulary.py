@@ -46,7 +46,8 @@ NOUNS: dict[str, Noun] = {
     **_group(
         "child,kid,baby,person,student,teacher,doctor,nurse,chef,farmer,soldier,police officer,astronaut,"
         "robot,ninja,samurai,clown,musician,dancer,singer,painter,athlete,player,scientist,detective,"
-        "firefighter,friend,stranger,warrior,elf,fairy,ghost,zombie,vampire,alien,superhero,customer,waiter",
+        "firefighter,friend,stranger,warrior,elf,fairy,ghost,zombie,vampire,alien,superhero,customer,waiter,"
+        "hunter,fisherman,sailor,shepherd,explorer,traveler,baker,guard,thief,villager,tourist",
         "neutral",
         4,
         person=True,

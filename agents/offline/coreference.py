@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.offline.mentions import Mention
-from agents.offline.words import DISTINGUISHING, NEW_MARKERS, PRONOUNS
+from agents.offline.words import DISTINGUISHING, NEW_MARKERS, PRONOUNS, THING_PERSONS
 from agents.schemas import AttributeUpdate, SubjectMention
 from agents.vocabulary import noun, same_kind
 from studio.subjects import Subject, next_component_id, next_mother_id
@@ -94,7 +94,7 @@ def _pronoun_in(kind: str, ordered: list[Subject]) -> list[str]:
         if subject.parent_id is not None:
             continue
         gender = _gender(subject)
-        if kind == "neutral" and gender == "neutral" and not _is_person(subject):
+        if kind == "neutral" and gender == "neutral" and (not _is_person(subject) or subject.name in THING_PERSONS):
             return [subject.id]
         if kind in ("female", "male") and gender == kind:
             return [subject.id]
@@ -167,6 +167,8 @@ def resolve_noun(mention: Mention, turn: Resolution, used: set[str]) -> list[str
     candidates = [] if wants_new else _matching(mention, turn)
     if mention.scenery:
         return [s.id for s in candidates[:1]]
+    if mention.leaving:  # only someone already there can leave
+        return [s.id for s in candidates][: None if mention.plural and mention.count == 1 else mention.count]
     if mention.plural and mention.count == 1:
         return [s.id for s in candidates] or _create(mention, turn, 2)
     ids = [s.id for s in candidates if s.id not in used][: mention.count]

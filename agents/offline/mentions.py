@@ -21,6 +21,7 @@ from agents.offline.words import (
     PRONOUNS,
     STOP,
     VERB_CONTEXT,
+    VERB_NOUNS,
     WEAR_VERBS,
 )
 from agents.vocabulary import NOUNS, NUMBERS, singular
@@ -138,7 +139,7 @@ def scan(tokens: list[str], names: dict[str, tuple[str, str]] | None = None) -> 
             continue
         name, used, plural = found
         after_subject = (bool(mentions) and mentions[-1].end == i) or (i > 0 and tokens[i - 1] in VERB_CONTEXT)
-        if plural and after_subject:
+        if (plural or tokens[i] in VERB_NOUNS) and after_subject:
             i += used  # "the lion watches": a verb, not two watches
             continue
         mentions.append(_noun_phrase(tokens, i, used, name, plural))

@@ -16,6 +16,8 @@ VERTICAL = {"above": "above", "over": "above", "below": "below", "under": "below
 
 UNLINKED = frozenset({"and", "while", "with", "then"})
 """Words before a noun phrase that leave it without a verb of its own ('… and a dragon on the right side')."""
+SEGMENT_OPENERS = frozenset({"and", "while", "but", "then", "as", "when", "so", "whereas"})
+"""Words that open a new clause with its own subject ('… and a giraffe walks on the right')."""
 
 
 class _Placed:
@@ -42,9 +44,12 @@ class _Placed:
         )
 
     def after(self, k: int) -> Mention | None:
-        """The first mention starting after token k in its sentence."""
+        """The first mention starting after token k in its sentence; for a possessor, what it owns when that is
+        placed ('of his mother' → the mother)."""
         end = self._sentence_end(k + 1)
-        return next((m for m in self.mentions if k < m.start < end), None)
+        found = next((m for m in self.mentions if k < m.start < end), None)
+        owned = next((m for m in self.mentions if found is not None and m.possessor is found), None)
+        return owned or found
 
     def owner_of_phrase(self, start: int, end: int) -> Mention | None:
         """Who a side phrase at tokens[start:end] places: the verbless noun right before it, the clause's
@@ -55,8 +60,15 @@ class _Placed:
             opener = right_before.phrase_start - 1
             if opener < clause or self.tokens[opener] in UNLINKED:
                 return right_before
-        subject = next((m for m in self.mentions if clause <= m.start and m.end <= start), None)
-        return subject or self.after(end - 1)
+        before = [m for m in self.mentions if clause <= m.start and m.end <= start]
+        openers = [m for n, m in enumerate(before) if n == 0 or self._opens_segment(m, before[n - 1])]
+        return openers[-1] if openers else self.after(end - 1)
+
+    def _opens_segment(self, m: Mention, previous: Mention) -> bool:
+        """Whether m is the subject of a new clause joined by 'and'/'while'…: 'an elephant walks on the left
+        and a giraffe walks on the right' (not 'a girl and a boy', where 'and' joins two nouns)."""
+        opener = m.phrase_start - 1
+        return self.tokens[opener] in SEGMENT_OPENERS and opener > previous.end
 
 
 def _pairs(a: Mention, kind: str, b: Mention) -> list[RelationTriple]:

@@ -21,7 +21,20 @@ def _place_preposition(tokens: list[str], start: int) -> str | None:
     before = tokens[start - 1]
     if before in {"to", "of"} and start >= 2 and tokens[start - 2] in PLACE_PREP_HEADS:
         return tokens[start - 2]
+    if before == "of":
+        return _part_of_place(tokens, start - 1)
     return before if before in PLACE_PREPS else None
+
+
+def _part_of_place(tokens: list[str], of: int) -> str | None:
+    """'onto the roof of the house': the place preposition before the part that 'of' follows (up to three
+    words back, not across a noun of the vocabulary)."""
+    for k in range(of - 1, max(of - 5, -1), -1):
+        if tokens[k] in PLACE_PREPS:
+            return tokens[k]
+        if tokens[k] in NOUNS or not tokens[k].isalpha():
+            return None
+    return None
 
 
 def mark_scenery(tokens: list[str], mentions: list[Mention]) -> None:

@@ -48,6 +48,7 @@ def analyze_message(request: SubjectRequest) -> SubjectAnalysis:
                 if parent not in turn.present:
                     turn.present.insert(0, parent)
     turn.present = _cap(turn.present, request.max_subjects)
+    leaving = [sid for sid in leaving if sid not in turn.present]  # an owner shown with its component stays
     subjects = _shown(turn, request, actions(tokens, mentions))
     present = set(turn.present)
     found = [

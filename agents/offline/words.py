@@ -30,6 +30,10 @@ DISTINGUISHING = (
 """Groups of adjectives that tell two subjects of one kind apart: two different words of one group conflict."""
 VERB_CONTEXT = words("who that which also then and")
 """Words after which a plural-looking noun is a verb ('the lion who watches')."""
+VERB_NOUNS = words("fish duck watch ring box fly")
+"""Nouns that are verbs right after a subject ('a boy and his grandfather fish at the lake')."""
+THING_PERSONS = words("robot alien ghost zombie")
+"""Persons that 'it' may mean."""
 COMMON_VERBS = words(
     "see sees saw watch watching meet meets met hug hugs love loves like likes play plays walk walks run runs sit "
     "sits stand stands look looks feed feeds chase chases ride rides give gives find finds read reads eat eats"

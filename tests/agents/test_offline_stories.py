@@ -8,6 +8,7 @@ per category and the failing turns."""
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,3 +186,32 @@ def test_pass_rate_floor() -> None:
 
 if __name__ == "__main__":
     print(report(all_results()))
+
+
+SALAD = (
+    "a the one black white 's it is make winter named Anna called her his their them they she he and , . left right "
+    "side of on onto to from chef girl boy cat cats two both pair few table hat sword leaves leave away back returns "
+    "with in park night another next front top roof house it's girl's"
+)
+
+
+def test_any_word_salad_gets_a_valid_analysis() -> None:
+    """Seeded random messages from the words the rules react to: every turn's analysis passes the validation
+    (ids in order, no subject both leaving and shown) and gets a layout."""
+    rng = random.Random(11)
+    planner = OfflinePlanner()
+    words = SALAD.split()
+    for _ in range(1000):
+        memory: list[Subject] = []
+        previous_ids: list[str] = []
+        for index in range(3):
+            message = " ".join(rng.choice(words) for _ in range(rng.randint(0, 12))).replace(" 's", "'s")
+            request = SubjectRequest(message=message, turn_index=index, memory=memory, previous_ids=previous_ids)
+            analysis, _ = planner.analyze(request)
+            try:
+                check_analysis(analysis, memory)
+            except ValueError as error:
+                pytest.fail(f"{message!r} after {[s.description for s in memory]}: {error}")
+            memory = memory_before_draw(memory, analysis, index)
+            planner.layout(LayoutRequest(analysis=analysis, memory=memory, height=HEIGHT, width=WIDTH))
+            previous_ids = [s.id for s in analysis.subjects]
