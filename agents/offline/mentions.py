@@ -142,9 +142,19 @@ def scan(tokens: list[str], names: dict[str, tuple[str, str]] | None = None) -> 
         if (plural or tokens[i] in VERB_NOUNS) and after_subject:
             i += used  # "the lion watches": a verb, not two watches
             continue
-        mentions.append(_noun_phrase(tokens, i, used, name, plural))
+        phrase = _noun_phrase(tokens, i, used, name, plural)
+        if mentions and mentions[-1].end == i and not mentions[-1].pronoun and not mentions[-1].anaphor:
+            phrase = _compound(mentions.pop(), phrase)  # "a baby panda": the first noun describes the second
+        mentions.append(phrase)
         i += used
     return mentions
+
+
+def _compound(first: Mention, second: Mention) -> Mention:
+    """'a baby panda', 'a mother duck': one noun phrase, the first noun a modifier of the second."""
+    second.phrase_start, second.determiner, second.count = first.phrase_start, first.determiner, first.count
+    second.modifiers = [*first.modifiers, first.noun][-3:]
+    return second
 
 
 def _noun_phrase(tokens: list[str], i: int, used: int, name: str, plural: bool) -> Mention:

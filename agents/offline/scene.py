@@ -17,7 +17,7 @@ from agents.offline.words import (
     SIDE_WORDS,
     TIMES_AND_WEATHER,
 )
-from agents.vocabulary import SCENES
+from agents.vocabulary import NOUNS, SCENES
 
 _EXPLICIT = re.compile(
     r"\b(?:background|scene|setting)\s+(?:is\s+now|is|changes\s+to|becomes|turns\s+into|moves\s+to|now)\s+"
@@ -48,6 +48,8 @@ def scene_at(tokens: list[str], i: int) -> tuple[str, int] | None:
     j = start
     phrase: list[str] = []
     while j < len(tokens) and len(phrase) < 5 and tokens[j] not in SCENE_STOP:
+        if tokens[j] in NOUNS and tokens[j] not in SCENES:
+            return None  # 'above the girl in the park': someone, not a place
         phrase.append(tokens[j])
         j += 1
         if tokens[j - 1] in SCENES:

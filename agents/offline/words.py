@@ -71,7 +71,9 @@ TIMES_AND_WEATHER = words(
 )
 
 # --- scenes -----------------------------------------------------------------------------------------
-SCENE_PREPS = words("in at inside into on to through across near by under along onto from")
+SCENE_PREPS = words(
+    "in at inside into on to through across near by under along onto from over above around past toward towards"
+)
 SCENE_VERBS = words("enters entering enter visits visiting reaches reaching")
 """Verbs whose object is a place ('he enters a cafe')."""
 SCENE_STOP = frozenset({",", ".", ";", "!", "?", "and", "with"})
@@ -82,7 +84,7 @@ SIDE_WORDS = words("left right far other side hand middle center centre edge cor
 # --- prepositional objects ------------------------------------------------------------------------------
 PLACE_PREPS = words(
     """on onto upon in into inside under underneath beneath below behind beside by near against at across along
-    through around toward towards from over above past"""
+    through around to toward towards from over above past"""
 )
 """A thing (not a person or an animal) after one of these is part of the scene, not a new subject."""
 PLACE_PREP_HEADS = words("next front top out side left right middle close edge")
