@@ -138,22 +138,40 @@ def scan(tokens: list[str], names: dict[str, tuple[str, str]] | None = None) -> 
             i += 1
             continue
         name, used, plural = found
-        after_subject = (bool(mentions) and mentions[-1].end == i) or (i > 0 and tokens[i - 1] in VERB_CONTEXT)
-        if (plural or tokens[i] in VERB_NOUNS) and after_subject:
+        first = mentions[-1] if mentions and mentions[-1].end == i and not mentions[-1].pronoun else None
+        if _is_verb(tokens, i, plural, first):
             i += used  # "the lion watches": a verb, not two watches
             continue
         phrase = _noun_phrase(tokens, i, used, name, plural)
-        if mentions and mentions[-1].end == i and not mentions[-1].pronoun and not mentions[-1].anaphor:
-            phrase = _compound(mentions.pop(), phrase)  # "a baby panda": the first noun describes the second
+        if first is not None and not first.anaphor:
+            phrase = _compound(tokens, mentions.pop(), phrase)  # "a baby panda": the first noun describes the second
         mentions.append(phrase)
         i += used
     return mentions
 
 
-def _compound(first: Mention, second: Mention) -> Mention:
-    """'a baby panda', 'a mother duck': one noun phrase, the first noun a modifier of the second."""
-    second.phrase_start, second.determiner, second.count = first.phrase_start, first.determiner, first.count
+def _is_verb(tokens: list[str], i: int, plural: bool, first: Mention | None) -> bool:
+    """Whether the noun-looking word at i is a verb: an s-form right after a subject or 'who'/'and' ('the lion
+    watches'; but 'two baby pandas' is a compound), or 'fish'/'duck' after a plural subject ('a boy and his
+    grandfather fish')."""
+    if plural:
+        if first is not None:
+            number = tokens[first.phrase_start - 1] if first.phrase_start > 0 else ""
+            return not (number in NUMBERS and not first.plural)
+        return i > 0 and tokens[i - 1] in VERB_CONTEXT
+    if first is None or tokens[i] not in VERB_NOUNS:
+        return False
+    conjoined = first.phrase_start > 0 and tokens[first.phrase_start - 1] == "and"
+    return first.plural or conjoined
+
+
+def _compound(tokens: list[str], first: Mention, second: Mention) -> Mention:
+    """'a baby panda', 'two baby pandas': one noun phrase, the first noun a modifier of the second."""
+    second.phrase_start, second.determiner = first.phrase_start, first.determiner
     second.modifiers = [*first.modifiers, first.noun][-3:]
+    number = tokens[first.phrase_start - 1] if first.phrase_start > 0 else ""
+    if second.plural and number in NUMBERS:
+        second.count = min(NUMBERS[number], MAX_SUBJECTS)
     return second
 
 

@@ -16,6 +16,7 @@ VERTICAL = {"above": "above", "over": "above", "below": "below", "under": "below
 
 UNLINKED = frozenset({"and", "while", "with", "then"})
 """Words before a noun phrase that leave it without a verb of its own ('… and a dragon on the right side')."""
+SIDE_PREPOSITIONS = frozenset({"on", "to", "at", "from", "in", "by"})
 SEGMENT_OPENERS = frozenset({"and", "while", "but", "then", "as", "when", "so", "whereas"})
 """Words that open a new clause with its own subject ('… and a giraffe walks on the right')."""
 
@@ -76,13 +77,11 @@ def _pairs(a: Mention, kind: str, b: Mention) -> list[RelationTriple]:
 
 
 def _phrase_start(tokens: list[str], k: int) -> int:
-    """The preposition opening the side phrase whose side word is at k ('on' of 'on the left')."""
+    """The preposition opening the side phrase whose side word is at k ('on' of 'on the far left'), or k."""
     j = k - 1
-    while j > 0 and tokens[j] in {"the", "his", "her", "its", "their", "very", "far", POSSESSIVE_MARK}:
+    while j >= 0 and tokens[j] in {"the", "very", "far"}:
         j -= 1
-    if tokens[j + 1] == POSSESSIVE_MARK or (j >= 0 and tokens[j] not in {"on", "to", "at", "from", "in", "by"}):
-        return k
-    return max(j, 0)
+    return j if j >= 0 and tokens[j] in SIDE_PREPOSITIONS else k
 
 
 def _sideways(tokens: list[str], k: int, placed: _Placed) -> list[RelationTriple]:
