@@ -14,6 +14,7 @@ class Noun(NamedTuple):
     size: int
     person: bool = False
     accessory: bool = False
+    animal: bool = False
 
 
 def words(text: str) -> frozenset[str]:
@@ -21,8 +22,10 @@ def words(text: str) -> frozenset[str]:
     return frozenset(w for w in re.split(r"[,\s]+", text) if w)
 
 
-def _group(names: str, gender: Gender, size: int, person: bool = False, accessory: bool = False) -> dict[str, Noun]:
-    return {name: Noun(gender, size, person, accessory) for name in names.split(",")}
+def _group(
+    names: str, gender: Gender, size: int, person: bool = False, accessory: bool = False, animal: bool = False
+) -> dict[str, Noun]:
+    return {name: Noun(gender, size, person, accessory, animal) for name in names.split(",")}
 
 
 NOUNS: dict[str, Noun] = {
@@ -43,21 +46,30 @@ NOUNS: dict[str, Noun] = {
     **_group(
         "child,kid,baby,person,student,teacher,doctor,nurse,chef,farmer,soldier,police officer,astronaut,"
         "robot,ninja,samurai,clown,musician,dancer,singer,painter,athlete,player,scientist,detective,"
-        "firefighter,friend,stranger,warrior,elf,fairy,ghost,zombie,vampire,alien,superhero,customer,waiter",
+        "firefighter,friend,stranger,warrior,elf,fairy,ghost,zombie,vampire,alien,superhero,customer,waiter,"
+        "hunter,fisherman,sailor,shepherd,explorer,traveler,baker,guard,thief,villager,tourist",
         "neutral",
         4,
         person=True,
     ),
     **_group(
         "cat,kitten,rabbit,bunny,squirrel,bird,sparrow,owl,parrot,duck,chicken,frog,turtle,mouse,hamster,"
-        "puppy,penguin,fish,butterfly,pigeon,crow,hedgehog,raccoon,fox,koala",
+        "puppy,penguin,fish,butterfly,pigeon,crow,hedgehog,raccoon,fox,koala,seagull,dove",
         "neutral",
         2,
+        animal=True,
     ),
-    **_group("dog,wolf,monkey,deer,sheep,goat,pig,eagle,swan,goose,panda,kangaroo,crocodile,leopard", "neutral", 3),
-    **_group("lion,tiger,bear,horse,cow,unicorn,gorilla,zebra,camel,shark,dolphin,polar bear", "neutral", 4),
-    **_group("elephant,dragon,giraffe,whale,dinosaur,mecha,giant", "neutral", 5),
-    **_group("bee,ant,spider,ladybug,snail", "neutral", 1),
+    **_group(
+        "dog,wolf,monkey,deer,sheep,goat,pig,eagle,swan,goose,panda,kangaroo,crocodile,leopard",
+        "neutral",
+        3,
+        animal=True,
+    ),
+    **_group(
+        "lion,tiger,bear,horse,pony,cow,unicorn,gorilla,zebra,camel,shark,dolphin,polar bear", "neutral", 4, animal=True
+    ),
+    **_group("elephant,dragon,giraffe,whale,dinosaur,mecha,giant", "neutral", 5, animal=True),
+    **_group("bee,ant,spider,ladybug,snail", "neutral", 1, animal=True),
     **_group(
         "hat,cap,scarf,glasses,sunglasses,crown,necklace,tie,bow tie,helmet,mask,earrings,ring,watch,gloves,"
         "backpack,bag,handbag,sword,gun,wand,umbrella,flower,bouquet,phone,book,cup,balloon,kite,shield,"
@@ -109,8 +121,7 @@ PLURALS: dict[str, str] = {
 
 HYPERNYMS: dict[str, frozenset[str]] = {
     "bird": words("sparrow,owl,parrot,duck,chicken,eagle,swan,goose,penguin,pigeon,crow"),
-    "animal": frozenset(n for n, v in NOUNS.items() if not v.person and v.size >= 1 and not v.accessory)
-    - words("car,boat,taxi,jeep,truck,tank,tree,rock,house,castle,bus,train,ship"),
+    "animal": frozenset(n for n, v in NOUNS.items() if v.animal),
     "kid": frozenset({"boy", "girl", "child", "baby", "schoolboy", "schoolgirl"}),
     "child": frozenset({"boy", "girl", "kid", "baby", "schoolboy", "schoolgirl"}),
     "person": frozenset(n for n, v in NOUNS.items() if v.person),
@@ -149,6 +160,12 @@ def singular(word: str) -> tuple[str, bool]:
 
 def noun(name: str) -> Noun | None:
     return NOUNS.get(name.lower().strip())
+
+
+def animate(name: str) -> bool:
+    """Whether the noun is a person or an animal (someone who acts, not a thing or a place)."""
+    found = noun(name)
+    return found is not None and (found.person or found.animal)
 
 
 def same_kind(mention: str, memory_name: str) -> bool:

@@ -7,7 +7,9 @@
       coreference.py     which subject a mention means: pronouns by gender and salience, nouns by kind,
                          new subjects and their ids
       departures.py      'leaves', 'is no longer', 'without X'
-      components.py      accessories worn or held → components; 'X with a Y'
+      components.py      possessives ('the wizard's staff', 'her hat'); accessories worn or held →
+                         components; 'X with a Y'
+      scenery.py         things after a place preposition ('onto the table') are part of the scene
       updates.py         lasting appearance changes ('now has short red hair')
       scene.py           scene changes: the background
       relations.py       spatial phrases → relations

@@ -94,12 +94,15 @@ def offline_layout(request: LayoutRequest) -> LayoutDraft:
     lifted = _lifted(analysis, order)
     boxes: dict[str, Box] = {}
     bands = {True: [sid for sid in order if sid in lifted], False: [sid for sid in order if sid not in lifted]}
+    sides = {r.subject_id: r.relation for r in analysis.relations if r.relation in {"left", "right"}}
     for up, ids in bands.items():
         if not ids:
             continue
-        slot = width / len(ids)
+        alone_on_a_side = len(ids) == 1 and ids[0] in sides
+        slot = width / (2 if alone_on_a_side else len(ids))
         scale = 0.5 if lifted else 1.0
         for n, sid in enumerate(ids):
+            n = 1 if alone_on_a_side and sides[sid] == "right" else n
             size, aspect = _entry(by_id[sid].name)
             h = HEIGHT_BY_SIZE[size] * height * scale
             w = min(h * aspect, slot * 0.92)

@@ -175,3 +175,27 @@ def test_appended_lists_grow_within_a_turn_and_start_afresh_with_the_next(tmp_pa
     # a new turn's messages are rebuilt from the history (its user messages), then this turn's reply is appended
     assert [(m["role"], m["turn_index"]) for m in messages] == [("user", 0), ("user", 1), ("assistant", 1)]
     engine.close()
+
+
+def test_offline_story_keeps_two_cats_apart_and_changes_the_season(offline_engine) -> None:
+    """Through the graph: 'a black one and a white one' become two described cats, 'the white cat' picks the
+    white one and the table it jumps onto stays scenery, 'make it winter' changes the background of the park,
+    and 'from the left side' places the girl who watches, not the cat (before: two plain 'a cat', the black one
+    picked, a table subject, the park kept, the cat sent left)."""
+    session = Session(offline_engine, height=256, width=384)
+    first = session.turn("Two cats play in the park, a black one and a white one.")
+    assert [(s.id, s.description) for s in first.subjects] == [("1", "a black cat"), ("2", "a white cat")]
+
+    second = session.turn("The white cat jumps onto the table.")
+    assert second.plan.subject_ids == ["2"]
+    assert ids(second.subjects) == ["1", "2"], "no table in memory"
+
+    third = session.turn("Now make it winter with snow falling.")
+    assert third.plan.subject_ids == ["2"]
+    assert third.plan.background == "the park, winter with snow falling"
+
+    fourth = session.turn("A girl watches them from the left side.")
+    assert sorted(fourth.plan.subject_ids) == ["2", "3"]
+    assert fourth.info["analysis"]["relations"] == [{"subject_id": "3", "relation": "left", "other_id": None}]
+    girl, cat = fourth.plan.item("3").box, fourth.plan.item("2").box
+    assert girl.x + girl.w / 2 < cat.x + cat.w / 2

@@ -207,3 +207,19 @@ def test_the_graph_and_the_offline_planner_load_without_the_openai_client() -> N
     code = "import sys, agents, agents.offline, agents.graph; print('openai' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Two baby pandas play.", ["a baby panda", "a baby panda"]),
+        ("A mother duck swims.", ["a mother duck"]),
+        ("The knight shields the princess.", ["a knight", "a princess"]),
+        ("A boy and his grandfather fish at the lake.", ["a boy", "a grandfather"]),
+        ("The lion watches the bird.", ["a lion", "a bird"]),
+    ],
+)
+def test_a_noun_right_after_a_noun_is_a_compound_or_a_verb(message: str, expected: list[str]) -> None:
+    """'a baby panda' is one subject described by the first noun; 'shields', 'watches', and 'fish' after a
+    pair of subjects are verbs."""
+    assert [s.description for s in read(message, memory=[]).subjects] == expected
