@@ -245,14 +245,7 @@ def demo(
         kind = settings.preset(preset_name).kind
         # the tiny models' VAE downsamples only 2x: 128 px already means 64x64 latents
         size = size or {"tiny": 128, "tiny-sdxl": 128, "sd15": 512}.get(kind, 1024)
-        draw = DrawSettings(
-            preset=preset_name,
-            steps=steps,
-            refine_step=max(1, steps * 2 // 3),
-            subject_init_steps=max(1, steps // 3),
-            prerender_steps=max(1, steps // 2),
-            seed=1234,
-        )
+        draw = DrawSettings(preset=preset_name, steps=steps, seed=1234)  # the other step counts follow `steps`
         summary.update(preset=preset_name, size=size)
         key = _database(settings).create_key("demo", "studio demo")
         with BackgroundServer(settings) as server, StudioClient(server.url, api_key=key) as client:
