@@ -251,8 +251,10 @@ def chat(
     from api.client import StudioClient, TurnFailedError
 
     height, width = _canvas(size, height, width)
-    chosen = {"steps": steps, "preset": preset, "seed": seed}
-    settings = DrawSettings(**{k: v for k, v in chosen.items() if v is not None}) if chosen != dict.fromkeys(chosen) else None
+    chosen = {
+        name: value for name, value in {"steps": steps, "preset": preset, "seed": seed}.items() if value is not None
+    }
+    settings = DrawSettings(**chosen) if chosen else None  # None: the server's defaults
     out.mkdir(parents=True, exist_ok=True)
     with StudioClient(url, api_key=api_key) as client:
         if session is None:

@@ -96,7 +96,10 @@ def test_chat_options_set_the_session_canvas_and_settings(tmp_path: Path) -> Non
     args = ["--size", "96x64", "--steps", "3", "--preset", "tiny", "--seed", "0", "--out", str(tmp_path / "chat")]
     with BackgroundServer(service.settings, app=create_app(service)) as server:
         result = CliRunner().invoke(
-            app, ["chat", "--url", server.url, "--api-key", key, *args], input="a girl on a bench\n\n", terminal_width=400
+            app,
+            ["chat", "--url", server.url, "--api-key", key, *args],
+            input="a girl on a bench\n\n",
+            terminal_width=400,
         )
     assert result.exit_code == 0, result.output
     session = service.db.list_sessions("cli")[0]
