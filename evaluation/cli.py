@@ -162,6 +162,9 @@ def score(
 def _load_clip(name: str, device: str) -> ClipScorer:
     """The metrics' CLIP model: from a local folder, the local hub cache, or the hub (offline works once it is
     cached). When none has it, one line says what to pass instead of a traceback."""
+    from studio.library_logs import quiet_known_library_warnings
+
+    quiet_known_library_warnings()
     from evaluation.metrics.clip import ClipScorer
 
     try:
