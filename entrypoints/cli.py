@@ -28,6 +28,7 @@ app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
+notes = Console(stderr=True, style="dim")  # one-line notes (which data folder) that scripts reading stdout skip
 
 DEMO_DIALOGUE = [
     "a girl and a boy walk to school on a sunny street",
@@ -35,6 +36,30 @@ DEMO_DIALOGUE = [
     "she now wears a red hat",
     "a dog runs towards the girl in the park",
 ]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="folder of the database, images and keys (default: STUDIO_DATA_DIR, else the per-user data folder)",
+        ),
+    ] = None,
+) -> None:
+    """Multi-turn, subject-consistent image generation service."""
+    ctx.obj = data_dir
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    """The settings of a command that uses the data folder: `--data-dir` wins over STUDIO_DATA_DIR and the
+    config file; the command says in one line which folder it uses."""
+    data_dir = ctx.find_root().obj
+    settings = Settings(data_dir=data_dir) if isinstance(data_dir, Path) else Settings()
+    notes.print(f"data folder: {settings.data_dir.resolve()}")
+    return settings
 
 
 def _database(settings: Settings) -> Database:
@@ -48,6 +73,7 @@ def _database(settings: Settings) -> Database:
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="bind address (default from settings)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default from settings)")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="local mode: no API keys (loopback only)")] = False,
@@ -58,7 +84,7 @@ def serve(
     from api.app import create_app
     from entrypoints.runtime import build_service
 
-    settings = Settings()
+    settings = _settings(ctx)
     updates: dict[str, object] = {}
     if host:
         updates["host"] = host
@@ -71,12 +97,12 @@ def serve(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(ctx: typer.Context) -> None:
     """Migrate the configured database to the newest schema (`alembic upgrade head`). The server also does
     this when it starts; run it yourself to migrate before rolling out a new version."""
     from studio.storage.database import Database
 
-    settings = Settings()
+    settings = _settings(ctx)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     revision = Database(settings.resolved_database_url).migrate()
     console.print(f"database at revision {revision}")
@@ -84,26 +110,27 @@ def db_upgrade() -> None:
 
 @keys_app.command("create")
 def keys_create(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="the tenant the key acts for")] = "default",
     name: Annotated[str, typer.Option(help="a label")] = "",
 ) -> None:
     """Create an API key; it is shown once and stored hashed."""
-    key = _database(Settings()).create_key(tenant, name)
+    key = _database(_settings(ctx)).create_key(tenant, name)
     console.print(f"[bold]{key}[/bold]")
     console.print(f"tenant: {tenant}. Keep it: only its hash is stored.", style="dim")
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(ctx: typer.Context) -> None:
     table = Table("id", "tenant", "name", "created", "revoked")
-    for row in _database(Settings()).list_keys():
+    for row in _database(_settings(ctx)).list_keys():
         table.add_row(row["id"], row["tenant"], row["name"], str(row["created_at"]), str(row["revoked"]))
     console.print(table)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    if not _database(Settings()).revoke_key(key_id):
+def keys_revoke(ctx: typer.Context, key_id: str) -> None:
+    if not _database(_settings(ctx)).revoke_key(key_id):
         raise typer.BadParameter(f"no key with id {key_id}")
     console.print(f"revoked {key_id}")
 
@@ -178,34 +205,77 @@ def _progress() -> Progress:
     )
 
 
+def _canvas(size: str | None, height: int, width: int) -> tuple[int, int]:
+    """(height, width) from `--size` (N for N×N, or WIDTHxHEIGHT), else from --height/--width."""
+    if size is None:
+        return height, width
+    parts = size.lower().split("x")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts):
+        raise typer.BadParameter(f"{size!r}: give N (square) or WIDTHxHEIGHT, e.g. 768x512", param_hint="--size")
+    side = [int(part) for part in parts]
+    return side[-1], side[0]
+
+
+def _cancel(client: StudioClient, turn: Turn) -> None:
+    """Ctrl-C while waiting: cancel the turn on the server and say so (a second Ctrl-C leaves the chat)."""
+    from api.client import StudioError
+
+    console.print(f"[yellow]Ctrl-C: cancelling turn {turn.index} on the server…[/yellow]")
+    try:
+        client.cancel_turn(turn.session_id, turn.index)
+    except StudioError as exc:  # 409: it finished meanwhile
+        console.print(f"[yellow]turn {turn.index} was not cancelled: {exc.detail}[/yellow]")
+        return
+    console.print(f"[yellow]turn {turn.index} cancelled.[/yellow] Ctrl-C again at the prompt to quit.")
+
+
 @app.command()
 def chat(
     url: Annotated[str, typer.Option(help="service URL")] = "http://127.0.0.1:8000",
     api_key: Annotated[str | None, typer.Option(envvar="STUDIO_API_KEY", help="bearer API key")] = None,
     session: Annotated[str | None, typer.Option(help="continue this session id")] = None,
-    height: int = 512,
-    width: int = 512,
+    size: Annotated[
+        str | None, typer.Option(help="canvas: N for N×N or WIDTHxHEIGHT (multiples of 8); overrides --height/--width")
+    ] = None,
+    height: Annotated[int, typer.Option(help="canvas height of a new session")] = 512,
+    width: Annotated[int, typer.Option(help="canvas width of a new session")] = 512,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="denoising steps per turn (pre-render and subject-init steps follow)")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="model preset (default: tiny)")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="seed of every turn (default: random)")] = None,
     out: Annotated[Path, typer.Option(help="folder for the images")] = Path("chat-output"),
 ) -> None:
-    """Interactive chat: each line is a turn; shows the layout and saves the image (and debug picture)."""
+    """Interactive chat: each line is a turn; shows the layout and saves the image (and debug picture).
+    Ctrl-C while a turn is drawn cancels it on the server; Ctrl-C at the prompt quits."""
     from api.client import StudioClient, TurnFailedError
 
+    height, width = _canvas(size, height, width)
+    chosen = {
+        name: value for name, value in {"steps": steps, "preset": preset, "seed": seed}.items() if value is not None
+    }
+    settings = DrawSettings(**chosen) if chosen else None  # None: the server's defaults
     out.mkdir(parents=True, exist_ok=True)
     with StudioClient(url, api_key=api_key) as client:
-        session_id = session or client.create_session(title="chat", height=height, width=width).id
-        console.print(f"session {session_id}. Empty line or Ctrl-D to quit.")
+        if session is None:
+            session = client.create_session(title="chat", height=height, width=width, settings=settings).id
+        console.print(f"session {session}; images are saved in {out.resolve()}. Empty line, Ctrl-D or Ctrl-C to quit.")
         while True:
             try:
                 message = console.input("[bold cyan]you>[/bold cyan] ").strip()
-            except EOFError:
+            except (EOFError, KeyboardInterrupt):
                 break
             if not message:
                 break
+            posted = client.post_turn(session, message=message, settings=settings)
             try:
                 with _progress() as progress:
-                    turn = _follow(client, client.post_turn(session_id, message=message), progress)
+                    turn = _follow(client, posted, progress)
             except TurnFailedError as exc:
                 console.print(f"[red]{exc}[/red]")
+                continue
+            except KeyboardInterrupt:
+                _cancel(client, posted)
                 continue
             console.print(_plan_table(turn))
             console.print("saved: " + ", ".join(_save_turn(client, turn, out)))
@@ -245,14 +315,7 @@ def demo(
         kind = settings.preset(preset_name).kind
         # the tiny models' VAE downsamples only 2x: 128 px already means 64x64 latents
         size = size or {"tiny": 128, "tiny-sdxl": 128, "sd15": 512}.get(kind, 1024)
-        draw = DrawSettings(
-            preset=preset_name,
-            steps=steps,
-            refine_step=max(1, steps * 2 // 3),
-            subject_init_steps=max(1, steps // 3),
-            prerender_steps=max(1, steps // 2),
-            seed=1234,
-        )
+        draw = DrawSettings(preset=preset_name, steps=steps, seed=1234)  # the other step counts follow `steps`
         summary.update(preset=preset_name, size=size)
         key = _database(settings).create_key("demo", "studio demo")
         with BackgroundServer(settings) as server, StudioClient(server.url, api_key=key) as client:

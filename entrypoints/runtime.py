@@ -54,6 +54,9 @@ class PresetDrawer:
 def load_preset_drawer(settings: Settings, preset_name: str, locator: SubjectLocator | None = None) -> Drawer:
     """Load one preset's models now, with the settings' subject locator (loaded too unless given) and limits:
     the one way the service and the benchmark runner get a drawer."""
+    from studio.library_logs import quiet_known_library_warnings
+
+    quiet_known_library_warnings()  # before the import: importing the drawer imports the processors
     from drawer import load_drawer
 
     if locator is None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from evaluation.records import Task
 
+if TYPE_CHECKING:
+    from evaluation.metrics.clip import ClipScorer
+
 bench_app = typer.Typer(
     help="CMIGBench: draw a benchmark file resumably, then score the pictures.", no_args_is_help=True
 )
 console = Console(stderr=True)
+CLIP_ENV = "STUDIO_BENCH_CLIP"
 
 
 @bench_app.command("cmigbench")
@@ -22,7 +26,9 @@ def cmigbench(
     out: Annotated[Path, typer.Option(help="output folder; an existing run there is resumed")],
     task: Annotated[str, typer.Option(help="story or editing (decides the scoring)")] = "story",
     preset: Annotated[str | None, typer.Option(help="model preset (default: the settings' default_preset)")] = None,
-    steps: Annotated[int, typer.Option(min=1)] = 30,
+    steps: Annotated[
+        int, typer.Option(min=1, help="denoising steps; subject-init, pre-render and refine steps follow in proportion")
+    ] = 30,
     guidance_scale: Annotated[float, typer.Option()] = 7.5,
     subject_init: Annotated[bool, typer.Option(help="subject-initialized generation")] = True,
     canvas: Annotated[int, typer.Option(help="canvas side for 512-box-space files; 1024 = official run")] = 512,
@@ -40,7 +46,7 @@ def cmigbench(
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Draw every dialogue of DATA into OUT/<dialogue>/turn<k>.png, resuming whatever is already there."""
-    from evaluation.runner import RunOptions, run_benchmark
+    from evaluation.runner import RunConfigMismatch, RunOptions, run_benchmark
     from evaluation.seeds import parse_shard
     from studio.draw import DrawSettings
     from studio.settings import get_settings
@@ -90,6 +96,9 @@ def cmigbench(
             options=options,
             images=images,
         )
+    except RunConfigMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)  # one line, not a traceback
+        raise typer.Exit(2) from exc
     finally:
         close = getattr(engine, "close", None)
         if callable(close):
@@ -107,7 +116,9 @@ def score(
     runs: Annotated[list[Path], typer.Argument(help="run folders (one table row each)")],
     task: Annotated[str | None, typer.Option(help="story or editing (default: from the run's run.json)")] = None,
     method: Annotated[list[str] | None, typer.Option(help="row name per run folder (default: folder name)")] = None,
-    clip: Annotated[str, typer.Option(help="CLIP hub id or folder, or 'tiny'")] = "openai/clip-vit-base-patch32",
+    clip: Annotated[
+        str, typer.Option(envvar=CLIP_ENV, help="CLIP hub id or local folder, or 'tiny' (smoke runs)")
+    ] = "openai/clip-vit-base-patch32",
     detector: Annotated[str | None, typer.Option(help="detector hub id / folder / 'tiny' (default: settings)")] = None,
     segmenter: Annotated[
         str | None, typer.Option(help="segmenter hub id / folder / 'tiny' (default: settings)")
@@ -117,7 +128,6 @@ def score(
     out: Annotated[Path | None, typer.Option(help="where to write scores-<task>.json/.md (default: first run)")] = None,
 ) -> None:
     """Score run folders: aCCS / aFID / aTIS (story) or the four accuracies (editing); JSON + Markdown table."""
-    from evaluation.metrics.clip import ClipScorer
     from evaluation.metrics.detection import LocatorPool, vision_factory
     from evaluation.results import ScoreSettings
     from evaluation.scoring import Scorer, read_task, score_run, write_scores
@@ -135,7 +145,7 @@ def score(
         fid_features=f"CLIP image features ({clip}), not Inception-v3",
     )
     scorer = Scorer(
-        clip=ClipScorer.load(clip, device=device),
+        clip=_load_clip(clip, device),
         locators=LocatorPool(vision_factory(detector, segmenter, device)),
         settings=settings,
     )
@@ -147,6 +157,25 @@ def score(
     json_path, md_path = write_scores(scores, out or runs[0])
     console.print(md_path.read_text())
     console.print(f"wrote {json_path} and {md_path}")
+
+
+def _load_clip(name: str, device: str) -> ClipScorer:
+    """The metrics' CLIP model: from a local folder, the local hub cache, or the hub (offline works once it is
+    cached). When none has it, one line says what to pass instead of a traceback."""
+    from studio.library_logs import quiet_known_library_warnings
+
+    quiet_known_library_warnings()
+    from evaluation.metrics.clip import ClipScorer
+
+    try:
+        return ClipScorer.load(name, device=device)
+    except OSError as exc:
+        typer.echo(
+            f"error: cannot load the CLIP model {name!r} (no local copy, and the hub is unreachable or has no such "
+            f"model): pass --clip FOLDER (a local CLIP checkpoint) or set {CLIP_ENV}; --clip tiny for a smoke run",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
 
 def _task(value: str) -> Task:

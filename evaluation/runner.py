@@ -241,14 +241,49 @@ def _manifest(options: RunOptions, settings: DrawSettings, digest: str, through_
 def _check_manifest(layout: RunLayout, manifest: RunManifest) -> None:
     if layout.manifest.exists():
         existing = RunManifest.model_validate_json(layout.manifest.read_text())
-        differences = existing.differences(manifest)
-        if differences:
+        changed = _changed_options(existing, manifest)
+        if changed:
             raise RunConfigMismatch(
-                f"{layout.root} holds a run made with other {', '.join(differences)}; "
-                "resume with the same options or choose another --out"
+                f"{layout.root} holds a run made with other settings: {'; '.join(changed)}. "
+                "Resume with the same options or choose another --out"
             )
         return
     atomic.write_json(layout.manifest, manifest)
+
+
+_OPTION_OF_FIELD = {
+    "task": "--task",
+    "canvas": "--canvas",
+    "base_seed": "--seed",
+    "preset": "--preset",
+    "through_agents": "--through-agents",
+    "official_quirks": "--official-quirks",
+    "max_side": "--max-side",
+    "refresh": "STUDIO_VISION__REFRESH",
+    "settings.steps": "--steps",
+    "settings.guidance_scale": "--guidance-scale",
+    "settings.subject_init": "--subject-init",
+}
+"""The `studio bench cmigbench` option behind each manifest field a user chooses."""
+
+
+def _changed_options(existing: RunManifest, wanted: RunManifest) -> list[str]:
+    """'--steps 30 (now 2)' for each option that differs; fields without an option of their own (e.g. the
+    step counts that follow --steps) are named only when no option explains the difference."""
+    old, new = existing.model_dump(mode="json"), wanted.model_dump(mode="json")
+    fields = [
+        (f"{key}.{sub}", old[key].get(sub), value)
+        for key in old
+        if isinstance(old[key], dict) and isinstance(new.get(key), dict)
+        for sub, value in new[key].items()
+        if old[key].get(sub) != value
+    ] + [(key, old[key], new.get(key)) for key in old if not isinstance(old[key], dict) and old[key] != new.get(key)]
+    named = [
+        "--data (another file's contents)" if name == "data_sha256" else f"{_OPTION_OF_FIELD[name]} {was} (now {now})"
+        for name, was, now in fields
+        if name in _OPTION_OF_FIELD or name == "data_sha256"
+    ]
+    return named or [f"{name} {was} (now {now})" for name, was, now in fields]
 
 
 def _progress(enabled: bool) -> Progress:

@@ -1,10 +1,12 @@
-"""Crash-safe file writes: write a temporary file in the target folder, fsync, then rename over the target."""
+"""Crash-safe file writes: write a temporary file in the target folder, fsync, then rename over the target.
+The temporary file is created with mode 0666 so that the process umask decides the final permissions, as for any
+other file a user opens (tempfile.mkstemp would make every image and JSON output 0600)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from pydantic import BaseModel
 
 def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -21,7 +24,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

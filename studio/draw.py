@@ -41,18 +41,31 @@ class DrawSettings(BaseModel):
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
-        """Defaults follow a 30-step run; with fewer steps, unset step counts keep their proportions
-        (subject init over the first third, refinement over the last third). Explicit values that
-        contradict `steps` are errors."""
+        """The one rule for step counts (API, SDK, CLI, demo, benchmark runner): the defaults describe a
+        30-step run; a step count left unset follows `steps` in the same proportion (subject init over the
+        first third, pre-render with half the steps, refinement from two thirds on), at least 1 so that
+        no step count switches its mechanism off. Explicit values win; explicit values that contradict
+        `steps` or `subject_init` are errors, never silently changed."""
+        for name in ("subject_init_steps", "prerender_steps", "refine_step"):
+            if name not in self.model_fields_set:
+                setattr(self, name, steps_following(name, self.steps))
         if self.subject_init_steps > self.steps:
-            if "subject_init_steps" in self.model_fields_set:
-                raise ValueError("subject_init_steps cannot exceed steps")
-            self.subject_init_steps = self.steps // 3
+            raise ValueError(f"subject_init_steps ({self.subject_init_steps}) cannot exceed steps ({self.steps})")
         if self.refine_step is not None and self.refine_step > self.steps:
-            if "refine_step" in self.model_fields_set:
-                raise ValueError("refine_step cannot exceed steps")
-            self.refine_step = round(self.steps * 2 / 3)
+            raise ValueError(f"refine_step ({self.refine_step}) cannot exceed steps ({self.steps})")
+        if self.subject_init and self.subject_init_steps == 0:
+            raise ValueError("subject_init_steps=0 cannot run subject init: give it at least 1 or set subject_init off")
         return self
+
+
+_STEP_DEFAULTS_OF_30 = {"subject_init_steps": 10, "prerender_steps": 15, "refine_step": 20}
+"""The default step counts of a 30-step run (AutoStudio's), which other step counts scale."""
+
+
+def steps_following(name: str, steps: int) -> int:
+    """The default of step field `name` for a run of `steps` denoising steps: the 30-step default scaled
+    in proportion, between 1 and `steps`."""
+    return min(steps, max(1, round(_STEP_DEFAULTS_OF_30[name] * steps / 30)))
 
 
 class DrawJob(BaseModel):

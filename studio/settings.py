@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
@@ -116,13 +117,22 @@ class AuthSettings(BaseModel):
     enabled: bool = Field(default=True, description="off is allowed only when the server binds to loopback")
 
 
+def default_data_dir() -> Path:
+    """The per-user data folder (e.g. ~/.local/share/autostudio on Linux, honouring XDG_DATA_HOME): where
+    `studio keys create` and `studio serve` meet whatever folder they are run from."""
+    return Path(platformdirs.user_data_dir("autostudio", appauthor=False))
+
+
 DEFAULT_MAX_SUBJECTS = 8  # subjects one turn may place: the setting's default, and the drawer's and agents'
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDIO_", env_nested_delimiter="__", extra="ignore")
 
-    data_dir: Path = Path("studio-data")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="database, images and keys; default: the per-user data folder, the same from any working folder",
+    )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     host: str = "127.0.0.1"
     port: int = 8000

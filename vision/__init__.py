@@ -19,6 +19,9 @@ def load_locator(settings: VisionSettings, segmenter_model_type: str = "sam") ->
     """The SubjectLocator the settings describe. 'tiny' builds random-weight models (tests, benches);
     anything else is a hub id or local folder loaded with from_pretrained on settings.device / dtype.
     `segmenter_model_type` picks SAM or SAM 2 only for the tiny segmenter (real checkpoints carry theirs)."""
+    from studio.library_logs import quiet_known_library_warnings
+
+    quiet_known_library_warnings()  # before the imports, which import transformers' processors
     from vision.detector import GroundingDetector
     from vision.devices import resolve_device, resolve_dtype
     from vision.locator import GroundedSamLocator

@@ -103,3 +103,44 @@ def test_cmigbench_loads_its_drawer_through_the_services_wiring(
     result = CliRunner().invoke(bench_app, [*args, "--canvas", "64", "--limit-turns", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert loaded == [("tiny", 5)] and (tmp_path / "run" / "dialogue 1" / "turn1.png").exists()
+
+
+@pytest.fixture
+def fake_drawer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import entrypoints.runtime as runtime
+    from tests.evaluation.fakes import FakeDrawer
+
+    monkeypatch.setattr(runtime, "load_preset_drawer", lambda settings, preset_name: FakeDrawer())
+
+
+def test_cmigbench_steps_scale_the_other_step_counts_and_keep_subject_init(
+    tmp_path: Path, story_file: Path, fake_drawer: None
+) -> None:
+    out = tmp_path / "run"
+    args = ["cmigbench", "--data", str(story_file), "--out", str(out), "--canvas", "64", "--limit-turns", "1"]
+    result = CliRunner().invoke(bench_app, [*args, "--steps", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["subject_init"] is True
+    assert (settings["subject_init_steps"], settings["prerender_steps"], settings["refine_step"]) == (1, 1, 1)
+
+
+def test_a_changed_option_on_an_existing_run_is_refused_in_one_line(
+    tmp_path: Path, story_file: Path, fake_drawer: None
+) -> None:
+    out = tmp_path / "run"
+    args = ["cmigbench", "--data", str(story_file), "--out", str(out), "--limit-turns", "1", "--no-progress"]
+    assert CliRunner().invoke(bench_app, [*args, "--steps", "2", "--canvas", "64"]).exit_code == 0
+    refused = CliRunner().invoke(bench_app, [*args, "--steps", "3", "--canvas", "64"])
+    assert refused.exit_code == 2
+    assert refused.output.count("\n") == 1 and "--steps 2 (now 3)" in refused.output, refused.output
+    assert "prerender" not in refused.output  # the step counts that follow --steps are not listed
+    two = CliRunner().invoke(bench_app, [*args, "--steps", "3", "--canvas", "128"])
+    assert two.exit_code == 2 and "--canvas 64 (now 128)" in two.output and "--steps 2 (now 3)" in two.output
+
+
+def test_score_without_the_clip_weights_says_what_to_pass(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench_app, ["score", str(tmp_path), "--clip", str(tmp_path / "no-clip-here")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "--clip FOLDER" in result.output and "STUDIO_BENCH_CLIP" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,38 @@
+"""Known, harmless warnings of the model libraries, kept off stderr by a narrow filter on the one logger that
+emits each (the libraries' other messages, and these loggers' other messages, still get through).
+
+- transformers: "`CLIPImageProcessor` requires torchvision (not installed); falling back to
+  `CLIPImageProcessorPil` …": this project installs no torchvision on purpose; the PIL processor is the one
+  it wants (same for every `…ImageProcessor`).
+- diffusers: "There are modules in UNet2DConditionModel that should be kept in float32: []. …": printed on
+  every `.to(dtype)` even when the list of such modules is empty, i.e. when there is nothing to keep.
+
+Installed by the code that loads the models (the drawer's and the vision models' loaders, the benchmark's
+CLIP); importing this module imports neither library."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_KNOWN_HARMLESS = {
+    "transformers.utils.import_utils": re.compile(r"^`\w+ImageProcessor` requires torchvision \(not installed\)"),
+    "diffusers.models.modeling_utils": re.compile(r"^There are modules in \w+ that should be kept in float32: \[\]\."),
+}
+
+
+class _KnownHarmless(logging.Filter):
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+def quiet_known_library_warnings() -> None:
+    """Install the filters (once; calling again changes nothing)."""
+    for name, pattern in _KNOWN_HARMLESS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _KnownHarmless) for f in logger.filters):
+            logger.addFilter(_KnownHarmless(pattern))

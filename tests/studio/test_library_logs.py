@@ -1,0 +1,72 @@
+"""The known, harmless model-library warnings stay off stderr; nothing else is silenced."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.library_logs import quiet_known_library_warnings
+
+ROOT = Path(__file__).resolve().parents[2]
+TORCHVISION_NOTE = (
+    "`CLIPImageProcessor` requires torchvision (not installed); falling back to `CLIPImageProcessorPil` for "
+    "backward compatibility. Install torchvision to use the default backend, or import `CLIPImageProcessorPil` "
+    "directly to silence this warning."
+)
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def collected() -> Collect:
+    handler = Collect()
+    loggers = [logging.getLogger(n) for n in ("transformers.utils.import_utils", "transformers.models.auto")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+def test_only_the_known_messages_of_their_own_logger_are_dropped(collected: Collect) -> None:
+    quiet_known_library_warnings()
+    quiet_known_library_warnings()  # idempotent
+    source = logging.getLogger("transformers.utils.import_utils")
+    source.warning(TORCHVISION_NOTE)
+    source.warning("`Foo` requires accelerate")  # another message of the same logger
+    logging.getLogger("transformers.models.auto").warning(TORCHVISION_NOTE)  # the same text from elsewhere
+    assert collected.messages == ["`Foo` requires accelerate", TORCHVISION_NOTE]
+    assert sum(1 for f in source.filters if type(f).__name__ == "_KnownHarmless") == 1
+
+
+def test_loading_the_tiny_models_prints_no_known_warning() -> None:
+    pytest.importorskip("drawer")
+    pytest.importorskip("vision")
+    script = (
+        "from studio.settings import Settings\n"
+        "from entrypoints.runtime import load_preset_drawer\n"
+        "load_preset_drawer(Settings(), 'tiny')\n"
+    )
+    completed = subprocess.run(  # a fresh process: transformers warns once per process
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "requires torchvision" not in completed.stderr
+    assert "should be kept in float32" not in completed.stderr
