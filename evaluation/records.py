@@ -28,10 +28,6 @@ class RunManifest(BaseModel):
     refresh: Literal["first", "better"] = "first"
     max_side: int | None = None
 
-    def differences(self, other: RunManifest) -> list[str]:
-        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
-        return sorted(key for key in mine if mine[key] != theirs.get(key))
-
 
 class CropRecord(BaseModel):
     """A SubjectCrop without its bytes: the crop image lives in its own file."""
