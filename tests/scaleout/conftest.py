@@ -50,6 +50,16 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of each kind."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    url = f"sqlite:///{tmp_path / 'studio.db'}"
+    Database(url).migrate()
+    return url
+
+
 class ApiProcess:
     """One API child process; `kill()` sends SIGKILL (no shutdown code runs)."""
 
