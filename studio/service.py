@@ -100,6 +100,11 @@ class TurnService:
             self.listener.stop()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
+    def driven_turns(self) -> int:
+        """How many turns this process drives now (for /metrics)."""
+        with self._lock:
+            return len(self._running)
+
     def _tick(self) -> None:
         self._renew_leases()
         self._find_work()

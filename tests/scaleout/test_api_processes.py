@@ -84,7 +84,9 @@ def test_a_cancel_sent_to_the_process_not_driving_the_turn_stops_it(start_api, t
     session_id = new_session(a)
     post_turn(a, session_id, "hold this one")
     driver_pid = wait_until(lambda: [d["pid"] for d in draws(tmp_path) if d["what"] == "start"], "turn started")[0]
-    other = b if driver_pid == a.pid else a
+    driver, other = (a, b) if driver_pid == a.pid else (b, a)
+    assert "studio_turns_driven 1.0" in httpx.get(f"{driver.url}/metrics").text
+    assert "studio_turns_driven 0.0" in httpx.get(f"{other.url}/metrics").text
 
     response = httpx.post(f"{other.url}/v1/sessions/{session_id}/turns/1/cancel")
     assert response.status_code == 202, response.text
@@ -92,6 +94,7 @@ def test_a_cancel_sent_to_the_process_not_driving_the_turn_stops_it(start_api, t
     assert (turns[0]["status"], turns[0]["error"]) == ("failed", "cancelled")
     assert (tmp_path / "hold").exists()  # the turn was stopped, not let go
     assert [d["what"] for d in draws(tmp_path)] == ["start"]
+    assert "studio_turns_driven 0.0" in httpx.get(f"{driver.url}/metrics").text
 
 
 def test_thirty_turns_posted_at_random_to_two_processes_run_once_each_in_order(
