@@ -10,51 +10,35 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from sqlalchemy import create_engine, text
 
 from entrypoints.server import free_port
 from studio.storage.database import Database
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTGRES_ADMIN = os.environ.get("STUDIO_TEST_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 WAIT_SECONDS = 30.0
 """A safety limit on every wait (never an assertion on speed)."""
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """The URL of a new, migrated PostgreSQL database, dropped afterwards."""
-    name = f"studio_scaleout_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required under CI: {exc}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    db = Database(url)
+def migrated_postgres_url(postgres_url: str) -> str:
+    """A new PostgreSQL database (tests/conftest.py), migrated before any process opens it."""
+    db = Database(postgres_url)
     db.migrate()
     db.engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    return postgres_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated database of each kind."""
     if request.param == "postgres":
-        return request.getfixturevalue("postgres_url")
+        return request.getfixturevalue("migrated_postgres_url")
     url = f"sqlite:///{tmp_path / 'studio.db'}"
     Database(url).migrate()
     return url
@@ -106,13 +90,13 @@ class ApiProcess:
 
 
 @pytest.fixture
-def start_api(tmp_path: Path, postgres_url: str) -> Iterator[Callable[..., list[ApiProcess]]]:
+def start_api(tmp_path: Path, migrated_postgres_url: str) -> Iterator[Callable[..., list[ApiProcess]]]:
     """Starts API processes sharing one database and data folder: `start_api(n, lease_seconds=…)`."""
     started: list[ApiProcess] = []
 
     def start(count: int, lease_seconds: float = 10.0) -> list[ApiProcess]:
         batch = [
-            ApiProcess(tmp_path, postgres_url, lease_seconds, tmp_path / f"api-{len(started) + k}.log")
+            ApiProcess(tmp_path, migrated_postgres_url, lease_seconds, tmp_path / f"api-{len(started) + k}.log")
             for k in range(count)
         ]
         started.extend(batch)

@@ -31,7 +31,7 @@ def stored_events(database_url: str, session_id: str) -> list[dict]:
 
 
 def test_two_processes_draw_each_turn_once_and_both_stream_every_event(
-    start_api, postgres_url: str, tmp_path: Path
+    start_api, migrated_postgres_url: str, tmp_path: Path
 ) -> None:
     a, b = start_api(2)
     session_id = new_session(a)
@@ -44,7 +44,7 @@ def test_two_processes_draw_each_turn_once_and_both_stream_every_event(
     turns = wait_until(lambda: all_finished(b, session_id, 3), "three turns finished")
     assert [t["status"] for t in turns] == ["done"] * 3
 
-    stored = stored_events(postgres_url, session_id)
+    stored = stored_events(migrated_postgres_url, session_id)
     assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))  # contiguous, unique, from 1
     assert [done_count(stored, index) for index in (1, 2, 3)] == [1, 1, 1]
     finished = [(d["index"], d["pid"]) for d in draws(tmp_path) if d["what"] == "finish"]
@@ -56,7 +56,9 @@ def test_two_processes_draw_each_turn_once_and_both_stream_every_event(
         assert [(e["seq"], e["type"]) for e in seen] == [(e["seq"], e["type"]) for e in stored]
 
 
-def test_a_turn_of_a_killed_process_is_finished_by_the_other(start_api, postgres_url: str, tmp_path: Path) -> None:
+def test_a_turn_of_a_killed_process_is_finished_by_the_other(
+    start_api, migrated_postgres_url: str, tmp_path: Path
+) -> None:
     (tmp_path / "hold").touch()
     a, b = start_api(2, lease_seconds=1.5)
     session_id = new_session(a)
@@ -73,7 +75,7 @@ def test_a_turn_of_a_killed_process_is_finished_by_the_other(start_api, postgres
     assert turns[0]["status"] == "done"
 
     assert done_count(reader.result(), 1) == 1  # the stream on the surviving process saw it finish
-    assert done_count(stored_events(postgres_url, session_id), 1) == 1
+    assert done_count(stored_events(migrated_postgres_url, session_id), 1) == 1
     log = [(d["what"], d["pid"]) for d in draws(tmp_path)]
     assert log == [("start", driver.pid), ("start", other.pid), ("finish", other.pid)]
 
@@ -98,7 +100,7 @@ def test_a_cancel_sent_to_the_process_not_driving_the_turn_stops_it(start_api, t
 
 
 def test_thirty_turns_posted_at_random_to_two_processes_run_once_each_in_order(
-    start_api, postgres_url: str, tmp_path: Path
+    start_api, migrated_postgres_url: str, tmp_path: Path
 ) -> None:
     apis = start_api(2)
     rng = random.Random(12)
@@ -120,6 +122,6 @@ def test_thirty_turns_posted_at_random_to_two_processes_run_once_each_in_order(
         mine = [(d["what"], d["index"]) for d in log if d["session"] == session_id]
         # each turn drawn once, and a turn starts only after the previous one finished, whichever process
         assert mine == [("start", 1), ("finish", 1), ("start", 2), ("finish", 2), ("start", 3), ("finish", 3)]
-        stored = stored_events(postgres_url, session_id)
+        stored = stored_events(migrated_postgres_url, session_id)
         assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
         assert [done_count(stored, index) for index in (1, 2, 3)] == [1, 1, 1]
