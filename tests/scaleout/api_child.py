@@ -6,7 +6,8 @@ between steps; one containing "pause" takes PAUSE_SECONDS more, so turns of seve
 turn's start and finish is appended to <data_dir>/draws.log as one JSON line {"what", "pid", "session",
 "index"} (one write per line, so lines of several processes never interleave).
 
-Usage: python -m tests.scaleout.api_child <data_dir> <database_url> <port> <lease_seconds>"""
+Usage: python -m tests.scaleout.api_child <data_dir> <database_url> <port> <lease_seconds>
+(bench/bench_api_processes.py sets SCALEOUT_CHILD_PAUSE and SCALEOUT_CHILD_THREADS.)"""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from studio.storage.images import FileImageStore
 from tests.api.conftest import ScriptedEngine
 
 POLL_SECONDS = 0.2
-PAUSE_SECONDS = 0.05
+PAUSE_SECONDS = float(os.environ.get("SCALEOUT_CHILD_PAUSE", "0.05"))
+THREADS = int(os.environ.get("SCALEOUT_CHILD_THREADS", "2"))
 
 
 class LoggingEngine(ScriptedEngine):
@@ -72,7 +74,7 @@ def main() -> None:
         host="127.0.0.1",
         port=port,
         auth={"enabled": False},
-        worker_threads=2,
+        worker_threads=THREADS,
         scaleout={"lease_seconds": lease_seconds, "poll_seconds": POLL_SECONDS, "event_poll_seconds": 1.0},
     )
     db = Database(database_url)
