@@ -7,8 +7,24 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from typing import ClassVar
+
+from pydantic import BaseModel
 
 from studio.turns import TurnEvent
+
+
+class EventNotice(BaseModel):
+    """The payload of one NOTIFY: which session has a new event, its number and type, and the process that
+    stored it (a process ignores its own notices: its streams already got the event in-process)."""
+
+    channel: ClassVar[str] = "studio_events"
+
+    session_id: str
+    seq: int
+    type: str
+    origin: str
+
 
 Listener = Callable[[TurnEvent], None]
 SessionListener = Callable[[TurnEvent | None], None]

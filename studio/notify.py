@@ -10,31 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import ClassVar
 
-from pydantic import BaseModel, ValidationError
-from sqlalchemy.engine import make_url
+from pydantic import ValidationError
+
+from studio.events import EventNotice
+from studio.storage.database import libpq_url
 
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 1.0
-
-
-class EventNotice(BaseModel):
-    """The payload of one NOTIFY: which session has a new event, its number and type, and the process that
-    stored it (a process ignores its own notices: its streams already got the event in-process)."""
-
-    channel: ClassVar[str] = "studio_events"
-
-    session_id: str
-    seq: int
-    type: str
-    origin: str
-
-
-def libpq_url(url: str) -> str:
-    """The SQLAlchemy URL as a plain libpq URL (no `+driver`), for psycopg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class PostgresListener:

@@ -20,11 +20,11 @@ from typing import Any
 
 from studio.cancellation import StoredCancel
 from studio.draw import DrawSettings
-from studio.events import EventBus
+from studio.events import EventBus, EventNotice
 from studio.failures import DrawCancelled, TurnFailure, clip_reason
 from studio.images import encode_png, sniff_upload
 from studio.leases import Ticker, lease_owner_id
-from studio.notify import EventNotice, PostgresListener
+from studio.notify import PostgresListener
 from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
 from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone

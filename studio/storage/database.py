@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from studio.draw import DrawSettings
-from studio.notify import EventNotice
+from studio.events import EventNotice
 from studio.plan import TurnPlan
 from studio.rejections import IdempotencyKeyReused, QueueFull, SessionGone
 from studio.storage import schema
@@ -49,6 +49,11 @@ def new_id() -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def libpq_url(url: str) -> str:
+    """'postgresql+psycopg://u@h/db' (SQLAlchemy form) → 'postgresql://u@h/db' (libpq form, for psycopg)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def hash_key(key: str) -> str:
