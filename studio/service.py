@@ -408,8 +408,9 @@ class TurnService:
         event = TurnEvent(
             type=event_type, session_id=turn.session_id, turn_id=turn.id, turn_index=turn.index, data=data
         )
-        # numbering and publishing under one lock: live listeners see events in sequence order, so a stream
-        # that skips what it has already sent never skips an event it has not
+        # numbering (by the database) and publishing under one lock: this process's listeners get its events
+        # in sequence order, so a stream takes them as handed over; a gap (events stored by another process)
+        # makes it read the database instead
         with self._emit_lock:
             stored = self.db.append_event(turn.session_id, event, origin=self.owner)
             if stored is not None:  # None: the session was deleted
