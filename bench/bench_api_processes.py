@@ -24,12 +24,20 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
 
 from studio.storage.database import Database
 from tests.conftest import POSTGRES_ADMIN
-from tests.scaleout.conftest import ApiProcess, EventReader, all_finished, done_count, draws, new_session, post_turn
+from tests.scaleout.conftest import (
+    ApiProcess,
+    EventReader,
+    all_finished,
+    done_count,
+    draws,
+    new_session,
+    post_turn,
+    wait_until,
+)
 
 
 def fresh_database() -> str:
@@ -53,16 +61,6 @@ def start(count: int, lease: float, data_dir: Path) -> list[ApiProcess]:
     return apis
 
 
-def wait(condition, seconds: float = 120.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise RuntimeError("gave up waiting")
-
-
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0]
 
@@ -81,12 +79,14 @@ def load(count: int, sessions: int, per_session: int) -> tuple[float, float]:
 
             with ThreadPoolExecutor(max_workers=sessions) as pool:
                 list(pool.map(post, ids))
-            turns = [t for s in ids for t in wait(lambda s=s: all_finished(apis[0], s, per_session))]
+            turns = [
+                turn
+                for session_id in ids
+                for turn in wait_until(lambda s=session_id: all_finished(apis[0], s, per_session), "session done")
+            ]
             wall = time.perf_counter() - started
             assert all(t["status"] == "done" for t in turns)
-            latencies = [
-                (_time(t["finished_at"]) - _time(t["created_at"])) for t in turns
-            ]
+            latencies = [_time(t["finished_at"]) - _time(t["created_at"]) for t in turns]
             return len(turns) / wall * 60, p95(latencies)
         finally:
             for api in apis:
@@ -121,7 +121,7 @@ def cross_process_events(turns: int) -> list[float]:
                 reader.connected.wait()
             for index in range(1, turns + 1):
                 post_turn(a, session_id, "a girl")
-                wait(lambda i=index: i in arrivals["a"] and i in arrivals["b"])
+                wait_until(lambda i=index: i in arrivals["a"] and i in arrivals["b"], "done on both streams")
             return [arrivals["b"][i] - arrivals["a"][i] for i in range(1, turns + 1)]
         finally:
             for api in (a, b):
@@ -136,7 +136,8 @@ def takeover(lease: float) -> float:
         try:
             session_id = new_session(a)
             post_turn(a, session_id, "hold")
-            driver_pid = wait(lambda: [d["pid"] for d in draws(data_dir) if d["what"] == "start"])[0]
+            starts = wait_until(lambda: [d["pid"] for d in draws(data_dir) if d["what"] == "start"], "turn started")
+            driver_pid = starts[0]
             driver, other = (a, b) if driver_pid == a.pid else (b, a)
             reader = EventReader(other, session_id, lambda events: done_count(events, 1) == 1)
             reader.start()
@@ -169,7 +170,6 @@ def main() -> None:
         f"p95 {p95(delays) * 1000:.1f} ms"
     )
     print(f"takeover, lease {args.lease} s: SIGKILL -> done on the other process {takeover(args.lease):.2f} s")
-    httpx.Client().close()
 
 
 if __name__ == "__main__":
