@@ -12,17 +12,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from studio.settings import Settings
+from studio.storage.database import libpq_url
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
 
 
 def is_postgres(url: str | None) -> bool:
     return bool(url) and re.match(r"^postgres(ql)?(\+\w+)?://", url or "") is not None
-
-
-def libpq_url(url: str) -> str:
-    """'postgresql+psycopg://u@h/db' (SQLAlchemy form) → 'postgresql://u@h/db' (libpq form)."""
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 
 def sqlite_checkpointer(path: Path) -> tuple[SqliteSaver, Callable[[], None]]:

@@ -44,6 +44,7 @@ def create_app(service: TurnService) -> FastAPI:
                 metrics.turn_seconds.observe(event.data.get("timings", {}).get("turn_total", 0.0))
 
     service.bus.subscribe_all(count_finished)
+    metrics.turns_driven.set_function(service.driven_turns)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

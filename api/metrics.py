@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -23,6 +23,9 @@ class Metrics:
             "wall time of finished turns",
             buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
             registry=self.registry,
+        )
+        self.turns_driven = Gauge(
+            "studio_turns_driven", "turns this API process drives now (holds the lease of)", registry=self.registry
         )
 
 

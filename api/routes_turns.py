@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -91,28 +92,43 @@ async def events(
     last_event_id: int | None = Header(default=None, ge=0, le=MAX_INT),
 ) -> EventSourceResponse:
     """Server-Sent Events of the session: queued, planning, planned, revised, drawing, step, done, failed.
-    Stored events after `after` (or `Last-Event-ID`) are replayed first, then live ones follow."""
+    Stored events after `after` (or `Last-Event-ID`) are replayed first, then live ones follow, whichever API
+    process drives the turn: this process's events arrive in-process, another process's wake the stream
+    (PostgreSQL NOTIFY), which then reads them from the database; it also re-reads every
+    `scaleout.event_poll_seconds`, so a lost wake-up delays an event but never drops it."""
     start = max(after, last_event_id or 0)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
+    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
     unsubscribe = service.bus.subscribe(session.id, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+    poll_seconds = service.settings.scaleout.event_poll_seconds
+
+    async def read_after(seq: int) -> list[TurnEvent]:
+        return await asyncio.to_thread(service.db.events_after, session.id, seq)
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         try:
             sent = start
-            for event in await asyncio.to_thread(service.db.events_after, session.id, start):
-                sent = event.seq
-                yield _sse(event)
+            pending = await read_after(sent)
+            last_read = time.monotonic()
             while True:
+                for event in pending:
+                    if event.seq > sent:
+                        sent = event.seq
+                        yield _sse(event)
                 if await request.is_disconnected():
                     return
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout=1.0)
+                    signal = await asyncio.wait_for(queue.get(), timeout=min(poll_seconds, 1.0))
                 except TimeoutError:
-                    continue
-                if event.seq > sent:
-                    sent = event.seq
-                    yield _sse(event)
+                    if time.monotonic() - last_read < poll_seconds:
+                        pending = []
+                        continue
+                    signal = None
+                if signal is not None and signal.seq <= sent + 1:
+                    pending = [signal]  # the next event, handed over in-process: no read needed
+                else:  # woken by another process, a gap, or the periodic re-read
+                    pending = await read_after(sent)
+                    last_read = time.monotonic()
         finally:
             unsubscribe()
 

@@ -3,8 +3,12 @@ idempotency enforced atomically by the database), runs them strictly in order pe
 across sessions on worker threads, stores their results (image files first, then the records) and
 publishes their events. It never builds URLs: it stores and emits image ids; api/ adds the URLs.
 
-On start it resumes every turn left unfinished by a crash; the engine continues from its checkpoint. A cancel
-is stored on the turn, so the process that resumes a cancelled turn ends it instead of running it."""
+Several processes may serve one database (docs/operations.md): a process drives a turn only while it holds
+the turn's lease, renewed by a ticker thread while the turn runs, and takes a session's turns one at a time in
+order. The same ticker finds claimable turns (new ones, or those of a process that died: its leases expire)
+every `scaleout.poll_seconds`; on PostgreSQL the other processes' new turns also wake it (studio/notify.py).
+The engine continues a taken-over turn from its checkpoint. A cancel is stored on the turn, so whichever
+process drives or resumes a cancelled turn ends it instead of running it."""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from typing import Any
 
 from studio.cancellation import StoredCancel
 from studio.draw import DrawSettings
-from studio.events import EventBus
+from studio.events import EventBus, EventNotice
 from studio.failures import DrawCancelled, TurnFailure, clip_reason
 from studio.images import encode_png, sniff_upload
+from studio.leases import Ticker, lease_owner_id
+from studio.notify import PostgresListener
 from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
 from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone
@@ -57,24 +63,77 @@ class TurnService:
         """Sessions with a task in the pool (waiting or running): at most one each, so turns stay ordered."""
         self._running: dict[str, tuple[str, StoredCancel]] = {}
         """Turn id → (session id, cancel signal) of the turns running in this process."""
+        self._lost: set[str] = set()
+        """Running turns whose lease another process took (this process stalled past its lease)."""
         self._emit_lock = threading.Lock()
         self._closed = False
+        self.owner = lease_owner_id()
+        """This instance's name on the leases it holds and on the event notices it sends."""
+        scaleout = settings.scaleout
+        self._lease_seconds = scaleout.lease_seconds
+        self._ticker = Ticker(min(scaleout.poll_seconds, scaleout.lease_seconds / 3), self._tick, "turn-leases")
+        self.listener = (
+            None
+            if db.is_sqlite
+            else PostgresListener(db.url, self.owner, self._on_notice, on_connect=lambda: self.bus.wake())
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume the sessions whose turns a previous process left unfinished."""
-        for session_id in self.db.sessions_with_unfinished_turns():
-            self._schedule(session_id)
+        """Take up the claimable turns (those a previous process left unfinished included), then keep
+        looking for more and renewing the leases of the running turns."""
+        self._find_work()
+        self._ticker.start()
+        if self.listener is not None:
+            self.listener.start()
 
     def close(self, wait: bool = True) -> None:
-        """Stop taking work; running turns stop between two steps and stay unfinished, to be resumed
-        by the next process (the engine continues from its checkpoint)."""
+        """Stop taking work; running turns stop between two steps and stay unfinished, their leases given
+        up, to be resumed by another or the next process (the engine continues from its checkpoint)."""
         with self._lock:
             self._closed = True
             for _, cancel in self._running.values():
                 cancel.set()
+        self._ticker.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def driven_turns(self) -> int:
+        """How many turns this process drives now (for /metrics)."""
+        with self._lock:
+            return len(self._running)
+
+    def _tick(self) -> None:
+        self._renew_leases()
+        self._find_work()
+
+    def _find_work(self) -> None:
+        for session_id in self.db.claimable_sessions():
+            self._schedule(session_id)
+
+    def _renew_leases(self) -> None:
+        """Renew the leases of the turns running here; a turn whose lease was lost (another process took it
+        after this one stalled past the lease) is stopped here without recording anything."""
+        with self._lock:
+            running = list(self._running)
+        held = self.db.renew_leases(self.owner, running, self._lease_seconds)
+        for turn_id in set(running) - held:
+            with self._lock:
+                entry = self._running.get(turn_id)
+                if entry is None:
+                    continue  # finished meanwhile
+                self._lost.add(turn_id)
+            log.warning("turn %s: lease lost to another process; stopping it here", turn_id)
+            entry[1].set()
+
+    def _on_notice(self, notice: EventNotice) -> None:
+        """Another process stored an event: wake this process's streams of the session; a new turn there
+        may be one this process can take."""
+        self.bus.wake(notice.session_id)
+        if notice.type == "queued":
+            self._schedule(notice.session_id)
 
     # --- requests -------------------------------------------------------------------------------------
 
@@ -191,13 +250,14 @@ class TurnService:
             self._active.discard(session_id)
 
     def _serve(self, session_id: str) -> None:
-        """Run the session's next unfinished turn, then queue the session again at the back: with more
-        sessions than workers, each session with work gets one turn per round (a session's turns still
-        run strictly in order, never two at once)."""
+        """Claim and run the session's next unfinished turn, then queue the session again at the back: with
+        more sessions than workers, each session with work gets one turn per round (a session's turns still
+        run strictly in order, never two at once, in one process at a time: the claim is refused while
+        another process holds a lease on the session)."""
         turn = None
         try:
             if not self._closed:
-                turn = self.db.next_unfinished_turn(session_id)
+                turn = self.db.claim_next_turn(session_id, self.owner, self._lease_seconds)
             if turn is not None:
                 self._run(turn)
         except Exception:
@@ -209,7 +269,7 @@ class TurnService:
             return
         with self._lock:
             # re-checked under the lock: a turn submitted since the query must not wait forever
-            if not self._closed and (turn is not None or self.db.next_unfinished_turn(session_id) is not None):
+            if not self._closed and (turn is not None or session_id in self.db.claimable_sessions([session_id])):
                 self._submit(session_id)
             else:
                 self._active.discard(session_id)
@@ -235,7 +295,10 @@ class TurnService:
 
             def emit(event_type: EventType, data: dict[str, Any]) -> None:
                 if event_type in status_of:
-                    self.db.set_turn_status(turn.id, status_of[event_type])
+                    # before each stage the stored cancel is read afresh (a cancel made in any process)
+                    if cancel.is_set() or self.db.cancel_requested(turn.id):
+                        raise DrawCancelled
+                    self.db.set_turn_status(turn.id, status_of[event_type], owner=self.owner)
                 self._emit(turn, event_type, data)
 
             def on_step(step: int, total: int) -> None:
@@ -248,8 +311,12 @@ class TurnService:
             log.info("turn %s failed: %s", turn.id, exc.reason)
             self._fail(turn, exc.reason, info=exc.info)
         except DrawCancelled:
+            if turn.id in self._lost:
+                return  # another process drives the turn now and records it
             if self._closed:
-                return  # shutting down: the turn stays unfinished and resumes on the next start
+                # shutting down: the turn stays unfinished; another process (or the next start) resumes it
+                self.db.release_lease(turn.id, self.owner)
+                return
             self._fail(turn, "cancelled")
         except Exception as exc:  # a failing turn must leave the session usable
             log.exception("turn %s failed", turn.id)
@@ -257,6 +324,7 @@ class TurnService:
         finally:
             with self._lock:
                 self._running.pop(turn.id, None)
+                self._lost.discard(turn.id)
             if self.db.get_session(turn.session_id) is None:
                 # deleted while the turn ran: drop the checkpoints the run wrote after the delete
                 self.engine.forget(turn.session_id)
@@ -310,10 +378,22 @@ class TurnService:
         timings = {**result.timings, "turn_total": round(seconds, 4)}
         final_id = next(iter(image_ids))
         if not self.db.finish_turn(
-            turn, session.tenant, outcome.plan, final_id, debug_id, crops, timings, outcome.info, memory, image_ids
+            turn,
+            session.tenant,
+            outcome.plan,
+            final_id,
+            debug_id,
+            crops,
+            timings,
+            outcome.info,
+            memory,
+            image_ids,
+            owner=self.owner,
         ):
-            # the session was deleted while the turn ran: drop the files nothing references
-            self._delete_files(self.db.unreferenced_images(set(image_ids)))
+            if self.db.get_session(turn.session_id) is None:
+                # the session was deleted while the turn ran: drop the files nothing references
+                self._delete_files(self.db.unreferenced_images(set(image_ids)))
+            # else another process took the turn over (this one stalled past its lease) and records it
             return
         self._emit(turn, "done", {"image_id": final_id, "timings": timings})
 
@@ -321,17 +401,18 @@ class TurnService:
         fields: dict[str, Any] = {"error": reason}
         if info:
             fields["info"] = info
-        if self.db.set_turn_status(turn.id, TurnStatus.FAILED, **fields):
+        if self.db.set_turn_status(turn.id, TurnStatus.FAILED, owner=self.owner, **fields):
             self._emit(turn, "failed", {"reason": reason})
 
     def _emit(self, turn: Turn, event_type: EventType, data: dict[str, Any]) -> None:
         event = TurnEvent(
             type=event_type, session_id=turn.session_id, turn_id=turn.id, turn_index=turn.index, data=data
         )
-        # numbering and publishing under one lock: live listeners see events in sequence order, so a stream
-        # that skips what it has already sent never skips an event it has not
+        # numbering (by the database) and publishing under one lock: this process's listeners get its events
+        # in sequence order, so a stream takes them as handed over; a gap (events stored by another process)
+        # makes it read the database instead
         with self._emit_lock:
-            stored = self.db.append_event(turn.session_id, event)
+            stored = self.db.append_event(turn.session_id, event, origin=self.owner)
             if stored is not None:  # None: the session was deleted
                 self.bus.publish(stored)
 

@@ -123,6 +123,21 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("autostudio", appauthor=False))
 
 
+class ScaleOutSettings(BaseModel):
+    """Several API processes on one PostgreSQL database (docs/operations.md): turn leases and how processes
+    find work and each other's events. The defaults suit one process too."""
+
+    lease_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="a dead process's turn is taken over this long after its last renewal"
+    )
+    poll_seconds: float = Field(
+        default=2.0, gt=0, le=600, description="how often a process looks for claimable turns and renews its leases"
+    )
+    event_poll_seconds: float = Field(
+        default=2.0, gt=0, le=600, description="an event stream re-reads the database at least this often"
+    )
+
+
 DEFAULT_MAX_SUBJECTS = 8  # subjects one turn may place: the setting's default, and the drawer's and agents'
 
 
@@ -147,6 +162,7 @@ class Settings(BaseSettings):
     max_upload_pixels: int = 4096 * 4096
     max_queued_turns: int = Field(default=16, ge=1, description="unfinished turns per session before 429")
     worker_threads: int = Field(default=1, ge=1, description="turns drawn at once (sessions stay ordered)")
+    scaleout: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
 
     @classmethod
     def settings_customise_sources(

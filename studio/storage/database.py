@@ -5,18 +5,31 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 
 from studio.draw import DrawSettings
+from studio.events import EventNotice
 from studio.plan import TurnPlan
 from studio.rejections import IdempotencyKeyReused, QueueFull, SessionGone
 from studio.storage import schema
@@ -38,6 +51,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def libpq_url(url: str) -> str:
+    """'postgresql+psycopg://u@h/db' (SQLAlchemy form) → 'postgresql://u@h/db' (libpq form, for psycopg)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -56,7 +74,6 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
-        self._seq_lock = threading.Lock()
 
     def migrate(self, revision: str = "head") -> str:
         """Bring the schema to the newest revision (`alembic upgrade head`), or to `revision`; returns the
@@ -302,14 +319,99 @@ class Database:
             row = conn.execute(query).mappings().first()
         return _turn(row) if row else None
 
-    def set_turn_status(self, turn_id: str, status: TurnStatus, **fields: Any) -> bool:
-        """Returns False when the turn no longer exists (its session was deleted)."""
+    def set_turn_status(self, turn_id: str, status: TurnStatus, owner: str | None = None, **fields: Any) -> bool:
+        """Returns False when the turn no longer exists (its session was deleted), or when `owner` is given and
+        no longer holds the turn's lease (another process took the turn over). A finished turn's lease ends."""
         values: dict[str, Any] = {"status": status.value, **fields}
         if status.finished:
-            values["finished_at"] = now()
+            values.update(finished_at=now(), lease_owner=None, lease_expires_at=None)
+        query = update(schema.turns).where(schema.turns.c.id == turn_id)
+        if owner is not None:
+            query = query.where(schema.turns.c.lease_owner == owner)
         with self.tx() as conn:
-            result = conn.execute(update(schema.turns).where(schema.turns.c.id == turn_id).values(**values))
+            result = conn.execute(query.values(**values))
         return result.rowcount > 0
+
+    # --- leases: one process drives a turn at a time ---------------------------------------------------
+
+    def claim_next_turn(self, session_id: str, owner: str, lease_seconds: float) -> Turn | None:
+        """Lease the session's next unfinished turn to `owner` for `lease_seconds` and return it. None when the
+        session has no unfinished turn, when another owner holds a live lease on one of its unfinished turns
+        (so a session's turns run in order, one process at a time), or when another process is claiming it at
+        this moment: PostgreSQL locks the session's row with SKIP LOCKED (SQLite's BEGIN IMMEDIATE takes the
+        database's write lock), and the lease is taken by an UPDATE guarded on the lease being free, ours or
+        expired. A turn whose lease expired (its process died) is claimed like a free one."""
+        moment = now()
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.info["sqlite_begin"] = "BEGIN IMMEDIATE"
+            with conn.begin():
+                locked = conn.execute(
+                    select(schema.sessions.c.id)
+                    .where(schema.sessions.c.id == session_id)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if locked is None:
+                    return None
+                rows = (
+                    conn.execute(
+                        select(schema.turns)
+                        .where(schema.turns.c.session_id == session_id, schema.turns.c.status.in_(UNFINISHED))
+                        .order_by(schema.turns.c.idx)
+                    )
+                    .mappings()
+                    .all()
+                )
+                if not rows or any(_held_by_other(row, owner, moment) for row in rows):
+                    return None
+                expires = moment + timedelta(seconds=lease_seconds)
+                claimed = conn.execute(
+                    update(schema.turns)
+                    .where(schema.turns.c.id == rows[0]["id"], _lease_free(owner, moment))
+                    .values(lease_owner=owner, lease_expires_at=expires)
+                )
+                if claimed.rowcount != 1:
+                    return None
+                return _turn(rows[0])
+
+    def renew_leases(self, owner: str, turn_ids: list[str], lease_seconds: float) -> set[str]:
+        """Extend `owner`'s leases on these turns; returns the ids it still holds (a lease that expired and was
+        taken by another process is not renewed)."""
+        if not turn_ids:
+            return set()
+        expires = now() + timedelta(seconds=lease_seconds)
+        mine = (schema.turns.c.id.in_(turn_ids), schema.turns.c.lease_owner == owner)
+        with self.tx() as conn:
+            conn.execute(update(schema.turns).where(*mine).values(lease_expires_at=expires))
+            return set(conn.execute(select(schema.turns.c.id).where(*mine)).scalars())
+
+    def release_lease(self, turn_id: str, owner: str) -> None:
+        """Give up `owner`'s lease on an unfinished turn (graceful shutdown): another process may take it now."""
+        with self.tx() as conn:
+            conn.execute(
+                update(schema.turns)
+                .where(schema.turns.c.id == turn_id, schema.turns.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def claimable_sessions(self, among: list[str] | None = None) -> list[str]:
+        """Sessions (of `among`, when given) with an unfinished turn and no live lease on any of their
+        unfinished turns."""
+        moment = now()
+        held = select(schema.turns.c.session_id).where(
+            schema.turns.c.status.in_(UNFINISHED),
+            schema.turns.c.lease_owner.is_not(None),
+            schema.turns.c.lease_expires_at >= moment,
+        )
+        query = (
+            select(schema.turns.c.session_id)
+            .where(schema.turns.c.status.in_(UNFINISHED), schema.turns.c.session_id.not_in(held))
+            .distinct()
+        )
+        if among is not None:
+            query = query.where(schema.turns.c.session_id.in_(among))
+        with self.tx() as conn:
+            return list(conn.execute(query).scalars())
 
     def request_cancel(self, turn_id: str) -> bool:
         """Store a cancel on an unfinished turn; whichever process runs or resumes it stops it. Returns False
@@ -341,12 +443,17 @@ class Database:
         info: dict[str, Any],
         memory: list[Subject],
         image_ids: dict[str, str],
+        owner: str | None = None,
     ) -> bool:
         """One transaction: the turn's record, the subject memory and the image rows. The image files were
         written before this is called, so every row points to a file that exists. Returns False (and writes
-        nothing) when the turn's session was deleted meanwhile."""
+        nothing) when the turn's session was deleted meanwhile, or when `owner` is given and no longer holds
+        the turn's lease (another process took it over and records it): a turn is recorded done once."""
         with self._locked_tx(turn.session_id) as conn:
-            if conn.execute(select(schema.turns.c.id).where(schema.turns.c.id == turn.id)).first() is None:
+            mine = select(schema.turns.c.id).where(schema.turns.c.id == turn.id)
+            if owner is not None:
+                mine = mine.where(schema.turns.c.lease_owner == owner)
+            if conn.execute(mine).first() is None:
                 return False
             for stored_id, kind in image_ids.items():
                 _insert_image(conn, stored_id, turn.session_id, tenant, kind)
@@ -373,6 +480,8 @@ class Database:
                     info=info,
                     error=None,
                     finished_at=now(),
+                    lease_owner=None,
+                    lease_expires_at=None,
                 )
             )
         return True
@@ -412,9 +521,14 @@ class Database:
 
     # --- events ---------------------------------------------------------------------------------------
 
-    def append_event(self, session_id: str, event_: TurnEvent) -> TurnEvent | None:
-        """Store the event with the session's next sequence number; None when the session was deleted."""
-        with self._seq_lock, self._locked_tx(session_id) as conn:
+    def append_event(self, session_id: str, event_: TurnEvent, origin: str = "") -> TurnEvent | None:
+        """Store the event with the session's next sequence number; None when the session was deleted.
+
+        The number comes from the database, in a transaction that holds the session's row lock (PostgreSQL)
+        or the write lock (SQLite), so processes sharing the database number one sequence without gaps or
+        duplicates. On PostgreSQL the same transaction sends a NOTIFY (delivered on commit, with the row)
+        that wakes the event streams of the other processes; `origin` names the sending process."""
+        with self._locked_tx(session_id) as conn:
             if conn.execute(select(schema.sessions.c.id).where(schema.sessions.c.id == session_id)).first() is None:
                 return None
             seq = (
@@ -436,6 +550,9 @@ class Database:
                     data=stored.data,
                 )
             )
+            if not self.is_sqlite:
+                notice = EventNotice(session_id=session_id, seq=seq, type=stored.type, origin=origin)
+                conn.execute(select(func.pg_notify(notice.channel, notice.model_dump_json())))
         return stored
 
     def events_after(self, session_id: str, after: int) -> list[TurnEvent]:
@@ -470,6 +587,16 @@ def _keep_concurrent_uploads(conn: Connection, session_id: str, memory: list[Sub
                 }
             )
     return list(merged.values())
+
+
+def _held_by_other(row: Any, owner: str, moment: datetime) -> bool:
+    expires = row["lease_expires_at"]
+    return row["lease_owner"] not in (None, owner) and expires is not None and _aware(expires) >= moment
+
+
+def _lease_free(owner: str, moment: datetime) -> Any:
+    turns = schema.turns.c
+    return or_(turns.lease_owner.is_(None), turns.lease_owner == owner, turns.lease_expires_at < moment)
 
 
 def _unreferenced(conn: Connection, image_ids: set[str]) -> list[str]:

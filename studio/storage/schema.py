@@ -65,6 +65,8 @@ turns = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False, server_default=false()),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("session_id", "idx", name="uq_turn_index"),
     UniqueConstraint("session_id", "idempotency_key", name="uq_turn_idempotency"),
 )

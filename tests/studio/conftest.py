@@ -1,5 +1,5 @@
 """Databases for the storage and service tests: embedded SQLite and a fresh database on the real local
-PostgreSQL (trust auth), dropped afterwards (tests/postgres.py)."""
+PostgreSQL (`postgres_url`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from pathlib import Path
 import pytest
 
 from studio.storage.database import Database
-from tests.postgres import fresh_postgres_database
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database."""
-    with fresh_postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
