@@ -243,6 +243,9 @@ def test_sdk_branch_and_redo(tmp_path: Path) -> None:
             sdk.wait(first)
 
         assert (branch.parent_id, branch.branch_turn, branch.title) == (session.id, 2, "b")
+        grandchild = sdk.branch(branch.id, 1)  # a branch of a branch: the copied turns keep their snapshots
+        assert [s.id for s in sdk.list_subjects(grandchild.id)] == ["1"]
+        assert (grandchild.parent_id, grandchild.title) == (branch.id, "b (branch at turn 1)")
         redo_session = sdk.get_session(redone.session_id)
         assert (redo_session.parent_id, redo_session.branch_turn, redone.index) == (session.id, 2, 3)
         assert [t.index for t in sdk.list_turns(redone.session_id)] == [1, 2, 3]
