@@ -69,7 +69,7 @@ BranchPoint = Annotated[
     "/{session_id}/turns/{index}/branch",
     status_code=status.HTTP_201_CREATED,
     response_model=Session,
-    responses=error_responses(404, 409),
+    responses=error_responses(400, 404, 409, 413),
 )
 def branch_session(
     index: BranchPoint,
