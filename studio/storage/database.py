@@ -188,9 +188,8 @@ class Database:
             )
             conn.execute(
                 insert(schema.sessions).values(
-                    **child.model_dump(mode="json", exclude={"turn_count", "created_at", "settings"}),
-                    settings=parent["settings"],
-                    created_at=child.created_at,
+                    {**parent, "id": child.id, "title": child.title, "created_at": child.created_at}
+                    | {"parent_id": parent_id, "branch_turn": turn_index}
                 )
             )
             shared: dict[str, str] = {}
