@@ -178,6 +178,30 @@ class GraphEngine:
         """Delete the checkpoints of the session's thread (the session was deleted)."""
         self.checkpointer.delete_thread(session_id)
 
+    def branch(self, parent_session_id: str, turn_index: int, child_session_id: str) -> bool:
+        """Checkpoint time travel: copy the parent thread's checkpoint at the end of turn `turn_index` (the
+        newest one whose state is that turn, done, with nothing left to run) into the child's thread, as the
+        child thread's first checkpoint. The child's next turn continues from it like any next turn."""
+        parent = {"configurable": {"thread_id": parent_session_id}}
+        for snapshot in self.graph.get_state_history(parent):  # type: ignore[arg-type]
+            values = snapshot.values or {}
+            if values.get("turn_index") == turn_index and values.get("done") and not snapshot.next:
+                break
+        else:
+            log.warning("no checkpoint of turn %s in thread %s to branch from", turn_index, parent_session_id)
+            return False
+        found = self.checkpointer.get_tuple(snapshot.config)
+        if found is None:
+            return False
+        # every channel's value is written, so the copy stands alone (no blob of the parent thread is shared)
+        self.checkpointer.put(
+            {"configurable": {"thread_id": child_session_id, "checkpoint_ns": ""}},
+            found.checkpoint,
+            found.metadata,
+            found.checkpoint["channel_versions"],
+        )
+        return True
+
     def _fall_back(self, exc: AgentError, config: Any, context: RunContext, resumed: bool) -> TurnOutcome:
         """Plan the rest of the turn with the fallback planner, from the checkpoint before the failed node
         (what the LLM agents already produced stays); the `planned` event and the info say so."""

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 from api.urls import image_url
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
-from studio.turns import Session, SessionCreate, SubjectView, Turn, TurnEvent
+from studio.turns import Session, SessionBranch, SessionCreate, SubjectView, Turn, TurnEvent
 
 RETRY_STATUSES = {429, 503}
 
@@ -62,6 +62,10 @@ class RateLimitedError(StudioError):
     pass
 
 
+class ConflictError(InvalidRequestError):
+    """409: the resource's state forbids the request (e.g. branching at a turn that is not done)."""
+
+
 class TurnFailedError(Exception):
     def __init__(self, turn: Turn) -> None:
         super().__init__(f"turn {turn.index} of session {turn.session_id} failed: {turn.error}")
@@ -75,7 +79,8 @@ def _raise_for(response: httpx.Response) -> None:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    kind = {401: AuthenticationError, 404: NotFoundError, 422: InvalidRequestError, 429: RateLimitedError}.get(
+    kinds = {401: AuthenticationError, 404: NotFoundError, 409: ConflictError, 422: InvalidRequestError}
+    kind = (kinds | {429: RateLimitedError}).get(
         response.status_code, InvalidRequestError if response.status_code < 500 else StudioError
     )
     raise kind(response.status_code, detail)
@@ -148,6 +153,11 @@ class _Calls:
             headers=headers,
             parse=Turn,
         )
+
+    @staticmethod
+    def branch(session_id: str, index: int, title: str | None) -> _Call:
+        body = SessionBranch(title=title).model_dump(mode="json", exclude_none=True)
+        return _Call("POST", f"/v1/sessions/{session_id}/turns/{index}/branch", json=body, parse=Session)
 
     @staticmethod
     def upload_reference(session_id: str, name: str, image: bytes, description: str, subject_id: str | None) -> _Call:
@@ -386,6 +396,24 @@ class StudioClient:
     def delete_session(self, session_id: str) -> None:
         self._do(_Call("DELETE", f"/v1/sessions/{session_id}"))
 
+    def branch(self, session_id: str, index: int, title: str | None = None) -> Session:
+        """A new session sharing this one's turns 1..index, its memory after turn `index` and its conversation
+        state (0: a fresh session with the same canvas and settings). ConflictError when the turn is not done."""
+        return self._do(_Calls.branch(session_id, index, title))
+
+    def redo(
+        self,
+        session_id: str,
+        index: int,
+        message: str | None = None,
+        plan: TurnPlan | dict | None = None,
+        settings: DrawSettings | None = None,
+    ) -> Turn:
+        """Redo turn `index` with a new message or plan: a branch after turn index−1 and the new turn posted
+        to it (queued; `wait` for it). The returned turn's `session_id` is the branch."""
+        branch = self.branch(session_id, index - 1)
+        return self.post_turn(branch.id, message=message, plan=plan, settings=settings)
+
     # turns
     def post_turn(
         self,
@@ -542,6 +570,22 @@ class AsyncStudioClient:
 
     async def delete_session(self, session_id: str) -> None:
         await self._do(_Call("DELETE", f"/v1/sessions/{session_id}"))
+
+    async def branch(self, session_id: str, index: int, title: str | None = None) -> Session:
+        """See StudioClient.branch."""
+        return await self._do(_Calls.branch(session_id, index, title))
+
+    async def redo(
+        self,
+        session_id: str,
+        index: int,
+        message: str | None = None,
+        plan: TurnPlan | dict | None = None,
+        settings: DrawSettings | None = None,
+    ) -> Turn:
+        """See StudioClient.redo."""
+        branch = await self.branch(session_id, index - 1)
+        return await self.post_turn(branch.id, message=message, plan=plan, settings=settings)
 
     async def post_turn(
         self,

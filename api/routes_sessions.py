@@ -1,14 +1,17 @@
-"""Sessions: create, list, get, delete."""
+"""Sessions: create, list, get, delete, branch."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import bearer, current_tenant, get_service, tenant_of
 from api.errors import error_responses
+from studio.rejections import BranchConflict, SessionGone
 from studio.service import RequestRejected, TurnService
-from studio.turns import Session, SessionCreate
+from studio.turns import Session, SessionBranch, SessionCreate
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=error_responses(401, 422))
 
@@ -55,3 +58,35 @@ def get_session(session: Session = Depends(owned_session)) -> Session:
 def delete_session(session: Session = Depends(owned_session), service: TurnService = Depends(get_service)) -> Response:
     service.delete_session(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+BranchPoint = Annotated[
+    int, Path(ge=0, le=2**31 - 1, description="the turn to branch after (0: before the first turn)")
+]
+
+
+@router.post(
+    "/{session_id}/turns/{index}/branch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Session,
+    responses=error_responses(400, 404, 409, 413),
+)
+def branch_session(
+    index: BranchPoint,
+    body: Annotated[SessionBranch | None, Body()] = None,
+    session: Session = Depends(owned_session),
+    service: TurnService = Depends(get_service),
+) -> Session:
+    """A new session that shares this one's history up to turn `index`: its turns 1..index (the same
+    records and images), the subject memory as it was after that turn, and the conversation state of that
+    turn. Its `parent_id` and `branch_turn` name this session and turn; a new turn posted to it is turn
+    index+1 of the branch. 409 when the turn is not done (queued, running, failed); 0 gives a fresh session
+    with the same canvas and settings."""
+    try:
+        return service.branch_session(session, index, body.title if body is not None else None)
+    except BranchConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except SessionGone as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{exc.args[0]} in session {session.id}") from exc

@@ -109,3 +109,9 @@ class TurnEngine(Protocol):
     def forget(self, session_id: str) -> None:
         """Delete everything the engine keeps for the session (its checkpoints); the session was deleted."""
         ...
+
+    def branch(self, parent_session_id: str, turn_index: int, child_session_id: str) -> bool:
+        """Start the child session's conversation where the parent's stood at the end of turn `turn_index`
+        (the state after that turn, copied; nothing is replayed). Returns False when the engine keeps nothing
+        for that turn: the child's next turn then starts from its TurnContext alone."""
+        ...

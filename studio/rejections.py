@@ -21,3 +21,7 @@ class QueueFull(RequestRejected):
 
 class SessionGone(LookupError):
     """The session was deleted while the request was being handled: HTTP 404."""
+
+
+class BranchConflict(Exception):
+    """The turn cannot be a branch point (not finished, or finished without a stored memory): HTTP 409."""

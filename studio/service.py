@@ -203,6 +203,22 @@ class TurnService:
         self._delete_files(orphans)
         self.engine.forget(session.id)
 
+    def branch_session(self, session: Session, turn_index: int, title: str | None = None) -> Session:
+        """A new session that shares `session`'s history up to turn `turn_index` (0: a fresh session with the
+        same canvas and settings): its turns 1..turn_index (copied records, shared image files), the subject
+        memory as it was after that turn, and the engine's conversation state at the end of that turn.
+
+        LookupError when the session has no such turn; BranchConflict (HTTP 409) when the turn is not done or
+        its memory was not kept; SessionGone when the session was deleted meanwhile."""
+        child = self.db.branch_session(session.id, turn_index, title)
+        if turn_index > 0:
+            try:
+                self.engine.branch(session.id, turn_index, child.id)
+            except Exception:
+                self.delete_session(child)
+                raise
+        return child
+
     def upload_reference(
         self, session: Session, name: str, data: bytes, description: str = "", subject_id: str | None = None
     ) -> Subject:

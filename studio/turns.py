@@ -40,6 +40,14 @@ class SessionCreate(BaseModel):
     settings: DrawSettings = Field(default_factory=DrawSettings)
 
 
+class SessionBranch(BaseModel):
+    """The optional body of a branch request."""
+
+    title: Text | None = Field(
+        default=None, max_length=200, description='default: the parent\'s title + " (branch at turn n)"'
+    )
+
+
 class Session(BaseModel):
     id: str
     tenant: str
@@ -49,6 +57,10 @@ class Session(BaseModel):
     settings: DrawSettings
     created_at: datetime
     turn_count: int = 0
+    parent_id: str | None = Field(default=None, description="the session this one was branched from, if any")
+    branch_turn: int | None = Field(
+        default=None, description="the parent's turn this session branched after; its turns up to it are shared"
+    )
 
 
 class TurnRequest(BaseModel):
@@ -116,6 +128,7 @@ __all__ = [
     "CropView",
     "EventType",
     "Session",
+    "SessionBranch",
     "SessionCreate",
     "Subject",
     "SubjectCrop",

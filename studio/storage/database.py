@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from studio.draw import DrawSettings
 from studio.events import EventNotice
 from studio.plan import TurnPlan
-from studio.rejections import IdempotencyKeyReused, QueueFull, SessionGone
+from studio.rejections import BranchConflict, IdempotencyKeyReused, QueueFull, SessionGone
 from studio.storage import schema
 from studio.subjects import ReferenceSource, Subject, id_key
 from studio.turns import CropView, Session, Turn, TurnEvent, TurnRequest, TurnStatus
@@ -167,6 +167,69 @@ class Database:
                 )
             )
         return session
+
+    def branch_session(self, parent_id: str, turn_index: int, title: str | None = None) -> Session:
+        """A new session of the parent's tenant, canvas and settings that shares the parent's history up to
+        `turn_index` (0: none of it): copies of the turn rows 1..turn_index (new ids, the same image ids), the
+        subject memory as it was after that turn, and image rows of the new session for every image those
+        reference (the files are shared, so deleting either session keeps what the other uses).
+
+        SessionGone when the parent does not exist; LookupError when it has no such turn; BranchConflict when
+        the turn is not done, or was finished before memory snapshots were stored and is not the last done
+        turn (the session's memory is then known only as it is now)."""
+        with self._locked_tx(parent_id) as conn:
+            parent = conn.execute(select(schema.sessions).where(schema.sessions.c.id == parent_id)).mappings().first()
+            if parent is None:
+                raise SessionGone(f"session {parent_id} not found")
+            rows = (
+                conn.execute(
+                    select(schema.turns)
+                    .where(schema.turns.c.session_id == parent_id, schema.turns.c.idx <= turn_index)
+                    .order_by(schema.turns.c.idx)
+                )
+                .mappings()
+                .all()
+            )
+            memory = [] if turn_index == 0 else _memory_after(conn, parent_id, turn_index, rows)
+            child = Session(
+                id=new_id(),
+                tenant=parent["tenant"],
+                title=title if title is not None else _branch_title(parent["title"], turn_index),
+                height=parent["height"],
+                width=parent["width"],
+                settings=DrawSettings.model_validate(parent["settings"]),
+                created_at=now(),
+                turn_count=len(rows),
+                parent_id=parent_id,
+                branch_turn=turn_index,
+            )
+            conn.execute(
+                insert(schema.sessions).values(
+                    {**parent, "id": child.id, "title": child.title, "created_at": child.created_at}
+                    | {"parent_id": parent_id, "branch_turn": turn_index}
+                )
+            )
+            shared: dict[str, str] = {}
+            for row in rows:
+                turn = _turn(row)
+                conn.execute(
+                    insert(schema.turns).values(
+                        {**row, "id": new_id(), "session_id": child.id, "idempotency_key": None}
+                    )
+                )
+                for image_id, kind in _images_of(turn).items():
+                    shared.setdefault(image_id, kind)
+            for subject in memory:
+                if subject.reference_image_id:
+                    shared.setdefault(subject.reference_image_id, "reference")
+            for image_id, kind in shared.items():
+                _insert_image(conn, image_id, child.id, child.tenant, kind)
+            if memory:
+                conn.execute(
+                    insert(schema.subjects),
+                    [{"session_id": child.id, "subject_id": s.id, "data": s.model_dump(mode="json")} for s in memory],
+                )
+        return child
 
     def get_session(self, session_id: str, tenant: str | None = None) -> Session | None:
         turn_count = (
@@ -458,14 +521,12 @@ class Database:
             for stored_id, kind in image_ids.items():
                 _insert_image(conn, stored_id, turn.session_id, tenant, kind)
             memory = _keep_concurrent_uploads(conn, turn.session_id, memory)
+            stored_memory = [s.model_dump(mode="json") for s in memory]
             conn.execute(delete(schema.subjects).where(schema.subjects.c.session_id == turn.session_id))
             if memory:
                 conn.execute(
                     insert(schema.subjects),
-                    [
-                        {"session_id": turn.session_id, "subject_id": s.id, "data": s.model_dump(mode="json")}
-                        for s in memory
-                    ],
+                    [{"session_id": turn.session_id, "subject_id": s["id"], "data": s} for s in stored_memory],
                 )
             conn.execute(
                 update(schema.turns)
@@ -482,6 +543,7 @@ class Database:
                     finished_at=now(),
                     lease_owner=None,
                     lease_expires_at=None,
+                    memory=stored_memory,
                 )
             )
         return True
@@ -599,6 +661,47 @@ def _lease_free(owner: str, moment: datetime) -> Any:
     return or_(turns.lease_owner.is_(None), turns.lease_owner == owner, turns.lease_expires_at < moment)
 
 
+def _memory_after(conn: Connection, session_id: str, turn_index: int, rows: list[Any]) -> list[Subject]:
+    """The subject memory as it was after the session's turn `turn_index` (its row is among `rows`)."""
+    row = next((r for r in rows if r["idx"] == turn_index), None)
+    if row is None:
+        raise LookupError(f"turn {turn_index} not found")
+    if row["status"] != TurnStatus.DONE.value:
+        raise BranchConflict(f"turn {turn_index} is {row['status']}: only a done turn can be a branch point")
+    if row["memory"] is not None:
+        return [Subject.model_validate(item) for item in row["memory"]]
+    later_done = conn.execute(
+        select(schema.turns.c.idx).where(
+            schema.turns.c.session_id == session_id,
+            schema.turns.c.idx > turn_index,
+            schema.turns.c.status == TurnStatus.DONE.value,
+        )
+    ).first()
+    if later_done is not None:
+        raise BranchConflict(
+            f"turn {turn_index} finished before memory snapshots were stored, and turn {later_done.idx} has "
+            f"changed the memory since: branch at the last done turn instead"
+        )
+    rows_now = conn.execute(select(schema.subjects.c.data).where(schema.subjects.c.session_id == session_id)).all()
+    return [Subject.model_validate(r.data) for r in rows_now]
+
+
+def _images_of(turn: Turn) -> dict[str, str]:
+    """The ids of the images a turn record references, with their kind."""
+    found = {turn.image_id: "final"} if turn.image_id else {}
+    if turn.debug_image_id:
+        found.setdefault(turn.debug_image_id, "debug")
+    for crop in turn.crops:
+        if crop.crop_image_id:
+            found.setdefault(crop.crop_image_id, "crop")
+    return found
+
+
+def _branch_title(title: str, turn_index: int) -> str:
+    suffix = f" (branch at turn {turn_index})"
+    return (title[: 200 - len(suffix)] + suffix).strip()
+
+
 def _unreferenced(conn: Connection, image_ids: set[str]) -> list[str]:
     if not image_ids:
         return []
@@ -645,6 +748,8 @@ def _session(row: Any, turn_count: int) -> Session:
         settings=DrawSettings.model_validate(row["settings"]),
         created_at=_aware(row["created_at"]),
         turn_count=turn_count,
+        parent_id=row["parent_id"],
+        branch_turn=row["branch_turn"],
     )
 
 

@@ -44,6 +44,8 @@ sessions = Table(
     Column("width", Integer, nullable=False),
     Column("settings", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("parent_id", String(32), nullable=True),
+    Column("branch_turn", Integer, nullable=True),
 )
 
 turns = Table(
@@ -67,6 +69,7 @@ turns = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False, server_default=false()),
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("memory", JSON, nullable=True),
     UniqueConstraint("session_id", "idx", name="uq_turn_index"),
     UniqueConstraint("session_id", "idempotency_key", name="uq_turn_idempotency"),
 )

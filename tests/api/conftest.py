@@ -54,6 +54,7 @@ class ScriptedEngine:
         self.hold = threading.Event()
         self.hold.set()
         self.forgotten: list[str] = []
+        self.branched: list[tuple[str, int, str]] = []
 
     def run_turn(
         self,
@@ -91,6 +92,10 @@ class ScriptedEngine:
 
     def forget(self, session_id: str) -> None:
         self.forgotten.append(session_id)
+
+    def branch(self, parent_session_id: str, turn_index: int, child_session_id: str) -> bool:
+        self.branched.append((parent_session_id, turn_index, child_session_id))
+        return True
 
 
 def make_service(
