@@ -430,3 +430,37 @@ def test_edit_pins_the_kept_latents_to_the_noised_previous_picture_every_step(
         goal = old if step == steps - 1 else noised(tiny_drawer, old, blend_noise, timesteps[step + 1])
         torch.testing.assert_close(after[keep], goal[keep], rtol=0, atol=1e-5, msg=f"step {step}")
         assert torch.equal(after[~keep], before[~keep]), f"step {step}: the regenerated box denoises freely"
+
+
+# --- fidelity choices (docs/drawer.md, "Fidelity to the official code") --------------------------------------
+
+
+def test_global_and_group_prompts_name_mother_subjects_only(tiny_drawer: Drawer) -> None:
+    from drawer.batches import main_batch, prerender_inputs
+
+    pipe = tiny_drawer.pipe
+    plan = TurnPlan(
+        height=H,
+        width=W,
+        background="a park",
+        items=[
+            PlanItem(subject_id="1", phrase="a girl", box=Box(x=0, y=8, w=40, h=48)),
+            PlanItem(subject_id="1-1", phrase="a red scarf", box=Box(x=8, y=16, w=24, h=8)),
+            PlanItem(subject_id="2", phrase="a dog", box=Box(x=56, y=16, w=32, h=40)),
+        ],
+    )
+    settings = fast_settings()
+    noise = torch.zeros(LATENT)
+
+    def encoded(prompt: str) -> torch.Tensor:
+        return pipe.encode_prompt(prompt, "cpu", 1, do_classifier_free_guidance=False)[0][0]
+
+    main = main_batch(pipe, plan, settings, None, {}, noise, [])
+    torch.testing.assert_close(main.prompts.embeds[0], encoded("a park with a girl, a dog"), rtol=1e-4, atol=1e-5)
+    inputs = prerender_inputs(pipe, plan, settings, None, {}, noise)
+    assert inputs is not None
+    batch = inputs.batch
+    assert (batch.height, batch.width) == (plan.height, plan.width), "pre-rendered at the turn's canvas"
+    torch.testing.assert_close(batch.prompts.embeds[0], encoded("a park with a girl"), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batch.prompts.embeds[1], encoded("a park with a dog"), rtol=1e-4, atol=1e-5)
+    assert batch.images[0].subject_rows == [1, 2], "the component keeps its own phrase row in its group"
