@@ -160,6 +160,25 @@ def test_subject_init_blends_the_collage_into_the_masked_latents_for_the_first_s
             assert torch.equal(after, before), f"step {step}: the blend stops after subject_init_steps"
 
 
+def test_step_zero_blend_works_in_the_schedulers_own_scale(tiny_drawer: Drawer, recording: Recording) -> None:
+    """Euler's initial latents are noise · σ_max; the drawer hands the pipeline unscaled latents."""
+    seed, strength = 8, 0.7
+    settings = fast_settings(seed=seed, scheduler="euler", subject_init_strength=strength)
+    tiny_drawer.draw(DrawJob(plan=two_subject_plan(), settings=settings))
+    (init,) = recording.init
+    assert init.collage is not None
+    scheduler = tiny_drawer.pipe.scheduler
+    sigma = float(scheduler.init_noise_sigma)
+    assert sigma > 1.5
+    mask = latent_cells(init.collage.mask)
+    goal = scheduler.add_noise(
+        vae_latents(tiny_drawer, init.collage.image), seeded_noise(seed + 1), scheduler.timesteps[:1]
+    )
+    start = seeded_noise(seed) * sigma
+    expected = (start + mask * strength * (goal - start)) / sigma
+    torch.testing.assert_close(recording.batches[-1].latents, expected, rtol=0, atol=1e-5)
+
+
 def test_collage_is_pasted_into_the_turn_boxes_from_rescaled_prerenders(
     tiny_drawer: Drawer, recording: Recording
 ) -> None:
