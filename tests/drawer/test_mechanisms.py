@@ -394,6 +394,16 @@ def expected_regional_output(
     return attn.to_out[1](attn.to_out[0](torch.stack([uncond, cond])))
 
 
+@torch.no_grad()
+def reference_tokens(drawer: Drawer, colors: list[str]) -> torch.Tensor:
+    """IP tokens of the references, [unconditional (zero embeds); conditional] halves, from the encoders."""
+    pipe = drawer.pipe
+    images = [Image.open(io.BytesIO(png(color))).convert("RGB") for color in colors]
+    pixels = pipe.feature_extractor(images, return_tensors="pt").pixel_values
+    positive = pipe.image_encoder(pixels).image_embeds[None]
+    return pipe.unet.encoder_hid_proj([torch.cat([torch.zeros_like(positive), positive])])[0]
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -414,6 +424,7 @@ def test_weight_settings_reach_the_main_batch_attention(
     tiny_drawer.draw(DrawJob(plan=plan, references={"1": png("red"), "2": png("blue")}, settings=settings))
     (call,) = calls
     assert call.active and call.image_tokens is not None
+    torch.testing.assert_close(call.image_tokens, reference_tokens(tiny_drawer, ["red", "blue"]), rtol=1e-4, atol=1e-5)
     expected = expected_regional_output(tiny_drawer, attn, call, plan, settings)
     torch.testing.assert_close(call.output, expected, rtol=1e-4, atol=1e-5)
 
