@@ -494,3 +494,24 @@ def test_global_and_group_prompts_name_mother_subjects_only(tiny_drawer: Drawer)
     torch.testing.assert_close(batch.prompts.embeds[0], encoded("a park with a girl"), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(batch.prompts.embeds[1], encoded("a park with a dog"), rtol=1e-4, atol=1e-5)
     assert batch.images[0].subject_rows == [1, 2], "the component keeps its own phrase row in its group"
+
+
+def test_edit_regenerates_extra_boxes_as_well_as_subject_boxes(tiny_drawer: Drawer) -> None:
+    from drawer.editing import edit_blends
+
+    extra = Box(x=0, y=0, w=16, h=8)
+    edit = EditSpec(regenerate_subject_ids=["2"], regenerate_boxes=[extra])
+    plan = two_subject_plan().model_copy(update={"edit": edit})
+    previous = Image.new("RGB", (W, H), "blue")
+    blends, regenerate = edit_blends(tiny_drawer.pipe, plan, fast_settings(), previous, torch.zeros(LATENT))
+    expected = torch.zeros(LATENT[2:])
+    expected[BOX_2_CELLS] = 1
+    expected[0:4, 0:8] = 1
+    assert torch.equal(regenerate[0, 0], expected)
+    assert torch.equal(blends[-1].mask[0, 0], 1 - expected)
+
+
+def test_ancestral_sampler_noise_follows_the_seed(tiny_drawer: Drawer) -> None:
+    job = DrawJob(plan=two_subject_plan(), settings=fast_settings(seed=12, scheduler="euler_a", subject_init=False))
+    first = tiny_drawer.draw(job).image
+    assert tiny_drawer.draw(job).image == first
