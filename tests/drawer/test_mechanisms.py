@@ -515,3 +515,21 @@ def test_ancestral_sampler_noise_follows_the_seed(tiny_drawer: Drawer) -> None:
     job = DrawJob(plan=two_subject_plan(), settings=fast_settings(seed=12, scheduler="euler_a", subject_init=False))
     first = tiny_drawer.draw(job).image
     assert tiny_drawer.draw(job).image == first
+
+
+def test_edit_pre_renders_only_the_regenerated_subjects(tiny_drawer: Drawer, recording: Recording) -> None:
+    plan = two_subject_plan().model_copy(update={"edit": EditSpec(regenerate_subject_ids=["2"])})
+    previous = png("blue", (W, H))
+    tiny_drawer.draw(DrawJob(plan=plan, settings=fast_settings(seed=13), previous_image=previous))
+    prerender, main = recording.batches
+    assert prerender.images[0].boxes == fill_canvas([plan.items[1].box], H, W) and len(prerender.images) == 1
+    assert main.images[0].reference_index == [None, 0], "only subject 2 got a crop as its reference"
+
+
+def test_progress_never_passes_its_total_when_the_sampler_takes_an_extra_step(tiny_drawer: Drawer) -> None:
+    """PNDM runs steps + 1 model calls; progress still ends at (total, total)."""
+    seen: list[tuple[int, int]] = []
+    job = DrawJob(plan=two_subject_plan(), settings=fast_settings(seed=1, scheduler="pndm", subject_init=False))
+    tiny_drawer.draw(job, on_step=lambda step, total: seen.append((step, total)))
+    assert len(seen) == job.settings.steps + 1
+    assert all(step <= total for step, total in seen) and seen[-1] == (4, 4)
