@@ -216,10 +216,9 @@ def _decoded(data: bytes | None) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_prerender_crops_are_the_first_references_of_mothers_and_components(
-    tiny_drawer: Drawer, recording: Recording
-) -> None:
-    plan = TurnPlan(
+def component_plan() -> TurnPlan:
+    """Two mothers; the second has a component (drawn in its mother's group)."""
+    return TurnPlan(
         height=H,
         width=W,
         background="a park",
@@ -229,6 +228,12 @@ def test_prerender_crops_are_the_first_references_of_mothers_and_components(
             PlanItem(subject_id="2-1", phrase="a blue collar", box=Box(x=56, y=24, w=24, h=8)),
         ],
     )
+
+
+def test_prerender_crops_are_the_first_references_of_mothers_and_components(
+    tiny_drawer: Drawer, recording: Recording
+) -> None:
+    plan = component_plan()
     locator = RecordingLocator()
     drawer = DrawerClass(tiny_drawer.pipe, tiny_drawer.preset, locator=locator)
     drawer.draw(DrawJob(plan=plan, references={"1": png("red")}, settings=fast_settings(seed=6)))
@@ -469,16 +474,7 @@ def test_global_and_group_prompts_name_mother_subjects_only(tiny_drawer: Drawer)
     from drawer.batches import main_batch, prerender_inputs
 
     pipe = tiny_drawer.pipe
-    plan = TurnPlan(
-        height=H,
-        width=W,
-        background="a park",
-        items=[
-            PlanItem(subject_id="1", phrase="a girl", box=Box(x=0, y=8, w=40, h=48)),
-            PlanItem(subject_id="1-1", phrase="a red scarf", box=Box(x=8, y=16, w=24, h=8)),
-            PlanItem(subject_id="2", phrase="a dog", box=Box(x=56, y=16, w=32, h=40)),
-        ],
-    )
+    plan = component_plan()
     settings = fast_settings()
     noise = torch.zeros(LATENT)
 
@@ -486,14 +482,17 @@ def test_global_and_group_prompts_name_mother_subjects_only(tiny_drawer: Drawer)
         return pipe.encode_prompt(prompt, "cpu", 1, do_classifier_free_guidance=False)[0][0]
 
     main = main_batch(pipe, plan, settings, None, {}, noise, [])
-    torch.testing.assert_close(main.prompts.embeds[0], encoded("a park with a girl, a dog"), rtol=1e-4, atol=1e-5)
+    expected = encoded("a park with a girl, a dog with a collar")
+    torch.testing.assert_close(main.prompts.embeds[0], expected, rtol=1e-4, atol=1e-5)
     inputs = prerender_inputs(pipe, plan, settings, None, {}, noise)
     assert inputs is not None
     batch = inputs.batch
     assert (batch.height, batch.width) == (plan.height, plan.width), "pre-rendered at the turn's canvas"
     torch.testing.assert_close(batch.prompts.embeds[0], encoded("a park with a girl"), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(batch.prompts.embeds[1], encoded("a park with a dog"), rtol=1e-4, atol=1e-5)
-    assert batch.images[0].subject_rows == [1, 2], "the component keeps its own phrase row in its group"
+    torch.testing.assert_close(
+        batch.prompts.embeds[1], encoded("a park with a dog with a collar"), rtol=1e-4, atol=1e-5
+    )
+    assert batch.images[1].subject_rows == [2, 3], "the component keeps its own phrase row in its group"
 
 
 def test_edit_regenerates_extra_boxes_as_well_as_subject_boxes(tiny_drawer: Drawer) -> None:
