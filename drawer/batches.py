@@ -11,12 +11,16 @@ from drawer.render import RenderBatch
 from drawer.stepping import LatentHook
 from drawer.subject_init import PrerenderInputs, fill_canvas, group_subjects
 from studio.draw import DrawSettings
-from studio.plan import TurnPlan
+from studio.plan import PlanItem, TurnPlan
+from studio.subjects import parent_of
 
 
-def _group_prompt(background: str, phrases: list[str]) -> str:
-    joined = ", ".join(phrases)
-    return f"{background} with {joined}" if background else joined
+def scene_prompt(plan: TurnPlan, items: list[PlanItem]) -> str:
+    """The global prompt of a picture showing `items`: "<background> with <phrase>, …" over the mother subjects
+    only, as AutoStudio builds it (a component's phrase conditions its own box, and is usually part of its
+    mother's phrase already)."""
+    mothers = [item for item in items if parent_of(item.subject_id) is None]
+    return plan.model_copy(update={"items": mothers}).global_prompt()
 
 
 def main_batch(
@@ -29,8 +33,8 @@ def main_batch(
     hooks: list[LatentHook],
     seed: int = 0,
 ) -> RenderBatch:
-    """One image: rows [global, background, subject phrases…] encoded in one call."""
-    prompts = [plan.global_prompt(), plan.background, *(item.phrase for item in plan.items)]
+    """One image: rows [global (mothers only), background, subject phrases…] encoded in one call."""
+    prompts = [scene_prompt(plan, plan.items), plan.background, *(item.phrase for item in plan.items)]
     text = encode_texts(pipe, prompts, [plan.negative_prompt] * len(prompts))
     image = RegionImage(
         boxes=[item.box for item in plan.items],
@@ -73,7 +77,7 @@ def prerender_inputs(
     if not groups:
         return None
     members = [item for group in groups for item in group.members]
-    prompts = [_group_prompt(plan.background, [m.phrase for m in group.members]) for group in groups]
+    prompts = [scene_prompt(plan, group.members) for group in groups]
     prompts += [plan.background, *(m.phrase for m in members)]
     text = encode_texts(pipe, prompts, [plan.negative_prompt] * len(prompts))
     images, row = [], 1

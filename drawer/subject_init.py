@@ -140,6 +140,22 @@ class SubjectInitResult:
     prerenders: list[Image.Image]
 
 
+def prerender_targets(group: SubjectGroup, boxes: list[Box]) -> list[LocateTarget]:
+    """What to look for in a group's pre-render: the mother and its components at their rescaled boxes. Every
+    member found yields a crop (a first reference for a member without one, as AutoStudio stores them); only
+    the mother is pasted into the collage."""
+    mother_id = group.mother.subject_id
+    return [
+        LocateTarget(
+            subject_id=member.subject_id,
+            name=member.detection_name,
+            planned_box=box,
+            parent_id=None if member is group.mother else mother_id,
+        )
+        for member, box in zip(group.members, boxes, strict=True)
+    ]
+
+
 def prerender_and_collage(
     pipe: DiffusionPipeline,
     inputs: PrerenderInputs,
@@ -149,23 +165,22 @@ def prerender_and_collage(
     noise: torch.Tensor,
     progress: Progress,
 ) -> SubjectInitResult:
-    """Pre-render the groups in one batch, locate each mother subject, and build the collage blend.
-    A subject that is not found is skipped (its box is left to the regular denoising)."""
+    """Pre-render the groups in one batch, locate each group's members, and build the collage blend from the
+    mothers. A mother that is not found is skipped (its box is left to the regular denoising)."""
     images = render(pipe, inputs.batch, progress)
     crops: dict[str, SubjectCrop] = {}
     skipped: dict[str, str] = {}
     cutouts = []
     for group, spec, image in zip(inputs.groups, inputs.batch.images, images, strict=True):
         mother = group.mother
-        target = LocateTarget(
-            subject_id=mother.subject_id, name=mother.detection_name, planned_box=spec.boxes[0], parent_id=None
-        )
-        found = locator.locate(image, [target]).get(mother.subject_id)
+        located = locator.locate(image, prerender_targets(group, spec.boxes))
+        crops.update({sid: crop for sid, crop in located.items() if crop.found})
+        found = located.get(mother.subject_id)
         mask = _crop_mask(found, image.height, image.width) if found is not None and found.found else None
         if found is None or mask is None:
             skipped[mother.subject_id] = (found.reason if found is not None else None) or "not found in its pre-render"
+            crops.pop(mother.subject_id, None)
             continue
-        crops[mother.subject_id] = found
         cutouts.append((mother.subject_id, image, mask, mother.box))
     if not cutouts:
         return SubjectInitResult(None, None, crops, skipped, images)
