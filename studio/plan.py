@@ -136,7 +136,8 @@ class TurnPlan(BaseModel):
         return self.negative or ""
 
     def global_prompt(self) -> str:
-        """The prompt AutoStudio actually conditions on: "<background> with <phrase1>, <phrase2>, …"."""
+        """"<background> with <phrase1>, <phrase2>, …" over every item (the caption the metrics and messages use).
+        The drawer's global prompt keeps mother subjects only, as AutoStudio does: drawer.batches.scene_prompt."""
         phrases = ", ".join(item.phrase for item in self.items)
         if self.background and phrases:
             return f"{self.background} with {phrases}"
