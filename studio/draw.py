@@ -18,6 +18,31 @@ FuseWeight = Annotated[FiniteFloat, Field(ge=0.0, le=5.0)]
 """One `fuse_scale` entry: a weight in attention, where a huge value saturates the picture (all black)."""
 
 
+Mechanism = Literal["regional", "subject_reference", "subject_init", "shared_attention", "global_reference"]
+"""A consistency mechanism a turn may use (docs/mechanisms.md): Parallel-UNet's regional text rows
+(`regional`) and subject image rows (`subject_reference`), subject-initialized generation (`subject_init`),
+ConsiStory's shared subject attention (`shared_attention`), Story-Adapter's global reference
+cross-attention (`global_reference`)."""
+AUTOSTUDIO_MECHANISMS: tuple[Mechanism, ...] = ("regional", "subject_reference", "subject_init")
+"""The default set: AutoStudio as published."""
+
+
+class SharedAttentionSettings(BaseModel):
+    """ConsiStory's subject-driven shared self-attention (seed-mechanisms.md, ConsiStory)."""
+
+    mask_dropout: FiniteFloat = Field(default=0.5, ge=0.0, le=1.0, description="fraction of anchor patches dropped")
+    vanilla_query_steps: FiniteFloat = Field(
+        default=0.1, ge=0.0, le=1.0, description="fraction of the first steps that blend in the vanilla queries"
+    )
+    feature_injection: bool = Field(default=False, description="DIFT-style feature injection")
+
+
+class GlobalReferenceSettings(BaseModel):
+    """Story-Adapter's global reference cross-attention: the IP-Adapter over every frame of the previous round."""
+
+    scale: FiniteFloat = Field(default=0.3, ge=0.0, le=2.0, description="IP-Adapter scale of the global references")
+
+
 class DrawSettings(BaseModel):
     """Generation settings of one turn. Defaults follow AutoStudio's SD1.5 run (notes §1.6)."""
 
@@ -38,6 +63,13 @@ class DrawSettings(BaseModel):
     subject_init_strength: FiniteFloat = Field(default=0.8, ge=0.0, le=1.0)
     prerender_steps: int = Field(default=15, ge=1, le=MAX_STEPS)
     scheduler: SchedulerName = "ddim"
+    mechanisms: list[Mechanism] = Field(
+        default_factory=lambda: list(AUTOSTUDIO_MECHANISMS),
+        max_length=len(Mechanism.__args__),  # type: ignore[attr-defined]
+        description="the consistency mechanisms this turn uses (any subset, each once)",
+    )
+    shared_attention: SharedAttentionSettings = Field(default_factory=SharedAttentionSettings)
+    global_reference: GlobalReferenceSettings = Field(default_factory=GlobalReferenceSettings)
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
@@ -77,6 +109,11 @@ class DrawJob(BaseModel):
     references: dict[str, bytes] = Field(default_factory=dict, description="subject id → PNG/JPEG bytes")
     settings: DrawSettings = Field(default_factory=DrawSettings)
     previous_image: bytes | None = Field(default=None, description="the image an editing turn keeps outside its boxes")
+    global_references: list[bytes] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Story-Adapter: every frame of the previous round, attended to under one softmax",
+    )
 
     @model_validator(mode="after")
     def _refs_belong_to_plan(self) -> DrawJob:
