@@ -73,7 +73,7 @@ async function selectSession(id) {
   location.hash = `session=${id}`;
   $("session-title").textContent = state.session.title || `session ${id.slice(0, 8)}`;
   if (state.session.parent_id) {
-    $("session-title").append(el("span", { class: "muted" }, ` · branch of turn ${state.session.branch_turn}`));
+    $("session-title").append(el("span", { class: "muted" }, ` · branched at turn ${state.session.branch_turn}`));
   }
   $("composer").hidden = false;
   $("upload-form").hidden = false;
@@ -216,7 +216,8 @@ async function drawTurn(index) {
   if (turn.plan && state.editing === index) {
     card.append(renderLayoutEditor({
       plan: turn.plan, imageSrc: image, memory: state.memory,
-      redrawLabel: index === latestIndex() ? "Redraw with this layout" : `Redraw as a branch from turn ${index - 1}`,
+      redrawLabel: index === latestIndex() ? "Redraw with this layout"
+        : index === 1 ? "Redraw in a new session" : `Redraw as a branch from turn ${index - 1}`,
       onRedraw: (plan) => redraw(index, plan).catch((error) => showError("composer-error", error)),
       onClose: () => { state.editing = null; drawTurn(index); },
     }));

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from tests.agents.fakes import png
 from tests.browser.conftest import Studio
@@ -113,8 +114,6 @@ def test_upload_a_reference_and_rename_it_in_the_gallery(scripted, page, artifac
 
 
 def test_branch_from_turn_1_shows_the_memory_of_turn_1(scripted, page, artifacts) -> None:
-    import pytest
-
     server, _, key = scripted
     with api(server.url, key) as client:
         probe = client.post("/sessions", json={"title": "probe"}).json()["id"]
@@ -122,7 +121,7 @@ def test_branch_from_turn_1_shows_the_memory_of_turn_1(scripted, page, artifacts
         finished_turn(client, probe, 1)
         answer = client.post(f"/sessions/{probe}/turns/1/branch")
         if answer.status_code in (404, 405):
-            pytest.skip("no branch endpoint on this branch (POST …/turns/{n}/branch answers %d)" % answer.status_code)
+            pytest.skip(f"no branch endpoint on this branch (POST …/turns/{{n}}/branch answers {answer.status_code})")
         client.delete(f"/sessions/{answer.json()['id']}")
         client.delete(f"/sessions/{probe}")
 
@@ -154,6 +153,45 @@ def test_branch_from_turn_1_shows_the_memory_of_turn_1(scripted, page, artifacts
     page.click(f'#session-tree button[data-session="{session_id}"]')
     page.wait_for_selector('.subject[data-subject="2"]')
     studio.shot("back-to-parent")
+
+    # redrawing a past turn (2 of 3) with another layout = a branch at turn 1 + an explicit-plan turn
+    with api(server.url, key) as client:
+        client.post(f"/sessions/{session_id}/turns", json={"plan": {"height": 256, "width": 256, "items": [GIRL]}})
+    studio.turn(3, "done")
+    studio.turn(2).get_by_role("button", name="Edit layout").click()
+    page.locator(".editor .items li").nth(1).locator("input[aria-label^='phrase']").fill("a sleeping dog")
+    page.get_by_role("button", name="Redraw as a branch from turn 1").click()
+    page.wait_for_function(f"!['{session_id}', '{branch_id}'].some(id => location.hash.endsWith(id))")
+    redo_id = studio.session_id()
+    studio.turn(2, "done")
+    studio.shot("past-turn-redrawn-as-branch")
+    with api(server.url, key) as client:
+        redo = client.get(f"/sessions/{redo_id}").json()
+        assert (redo["parent_id"], redo["branch_turn"]) == (session_id, 1)
+        plan = client.get(f"/sessions/{redo_id}/turns/2").json()["request"]["plan"]
+    assert [item["phrase"] for item in plan["items"]] == ["a girl", "a sleeping dog"]
+
+
+def test_redrawing_turn_1_starts_a_new_session_with_that_layout(scripted, page, artifacts) -> None:
+    server, _, key = scripted
+    studio = Studio(page, server.url, key, artifacts)
+    studio.sign_in()
+    first_id = studio.create_session("first", width=256, height=256, steps=3)
+    studio.send("a girl")
+    studio.turn(1, "done")
+    studio.send("a girl again")
+    studio.turn(2, "done")
+    studio.turn(1).get_by_role("button", name="Edit layout").click()
+    page.locator(".editor .items li").first.locator("input[aria-label^='phrase']").fill("a girl with a hat")
+    page.get_by_role("button", name="Redraw in a new session").click()
+    page.wait_for_function(f"!location.hash.endsWith('{first_id}')")
+    studio.turn(1, "done")
+    studio.shot("turn-1-redone")
+    with api(server.url, key) as client:
+        redo = client.get(f"/sessions/{studio.session_id()}").json()
+        plan = client.get(f"/sessions/{redo['id']}/turns/1").json()["request"]["plan"]
+    assert (redo["title"], redo["width"], redo["height"], redo["settings"]["steps"]) == ("first (redo)", 256, 256, 3)
+    assert [item["phrase"] for item in plan["items"]] == ["a girl with a hat"]
 
 
 def test_cancel_a_running_turn_and_show_failures(scripted, page, artifacts) -> None:
