@@ -11,7 +11,10 @@ export function followEvents(sessionId, onEvent, { lastId = 0 } = {}) {
     const headers = auth.headers({ Accept: "text/event-stream" });
     if (lastId) headers["Last-Event-ID"] = String(lastId);
     const response = await fetch(`/v1/sessions/${sessionId}/events`, { headers, signal: controller.signal });
-    if (!response.ok) throw new Error(`event stream ${response.status}`);
+    if (!response.ok) {
+      if (response.status >= 400 && response.status < 500) controller.abort(); // retrying cannot help
+      throw new Error(`event stream ${response.status}`);
+    }
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
@@ -47,7 +50,7 @@ export function followEvents(sessionId, onEvent, { lastId = 0 } = {}) {
 
   (async () => {
     while (!controller.signal.aborted) {
-      try { await connect(); } catch (error) { if (controller.signal.aborted) return; }
+      try { await connect(); } catch { if (controller.signal.aborted) return; }
       await new Promise((resolve) => setTimeout(resolve, retryMs));
     }
   })();

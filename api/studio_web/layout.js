@@ -41,7 +41,8 @@ export function renderCanvas({ plan, imageSrc, items, memory, showBoxes = true, 
 function makeEditable(node, figure, plan, current, update, label) {
   node.classList.add("editable");
   node.tabIndex = 0;
-  node.setAttribute("role", "slider");
+  node.setAttribute("role", "button");
+  node.setAttribute("aria-roledescription", "movable box");
   node.setAttribute("aria-label", `${label}: arrows move, Shift+arrows resize`);
   const handle = el("span", { class: "handle", "aria-hidden": "true" });
   node.append(handle);
