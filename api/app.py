@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import studio
@@ -21,6 +23,10 @@ MAX_JSON_BODY_BYTES = 256 * 1024
 fits even with every character \\u-escaped. FastAPI decodes JSON on the event loop, so this limit is what
 bounds that work: about 3-7 ms at the limit for the costliest shapes. A worker thread would not shorten the
 stall, since `json.loads` holds the GIL throughout (see docs/api.md)."""
+
+
+STUDIO_WEB = Path(__file__).parent / "studio_web"
+"""The browser studio: static ES modules, no build step (see docs/studio.md)."""
 
 
 class UnsafeConfiguration(RuntimeError):
@@ -75,4 +81,6 @@ def create_app(service: TurnService) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # mounted last: every route above (/v1, /docs, /openapi.json, /healthz, /metrics) matches first
+    app.mount("/", StaticFiles(directory=STUDIO_WEB, html=True), name="studio")
     return app

@@ -1,10 +1,11 @@
-"""Subjects of a session: list them with their references, upload a reference for a named subject."""
+"""Subjects of a session: list them with their references, upload a reference for a named subject, rename one."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import get_service
@@ -52,4 +53,28 @@ async def upload_reference(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except SessionGone as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return subject_view(subject)
+
+
+class SubjectPatch(BaseModel):
+    """A new name and/or description for a subject; fields left out keep their value."""
+
+    name: Text | None = Field(default=None, min_length=1, max_length=100, description="the subject's noun")
+    description: Text | None = Field(default=None, max_length=500)
+
+
+@router.patch("/{subject_id}", response_model=SubjectView, responses=error_responses(400, 413))
+def rename_subject(
+    subject_id: str,
+    body: SubjectPatch,
+    session: Session = Depends(owned_session),
+    service: TurnService = Depends(get_service),
+) -> SubjectView:
+    """Rename a subject or change its description; its reference image and turn history stay."""
+    try:
+        subject = service.rename_subject(session, subject_id, body.name, body.description)
+    except SessionGone as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    if subject is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id} not found")
     return subject_view(subject)

@@ -245,6 +245,20 @@ class TurnService:
             raise SessionGone(f"session {session.id} not found")
         return subject
 
+    def rename_subject(
+        self, session: Session, subject_id: str, name: str | None = None, description: str | None = None
+    ) -> Subject | None:
+        """Change a subject's name and/or description, keeping its reference and history. None when the
+        session has no such subject."""
+        existing = next((s for s in self.db.list_subjects(session.id) if s.id == subject_id), None)
+        if existing is None:
+            return None
+        changes = {key: value for key, value in (("name", name), ("description", description)) if value is not None}
+        subject = existing.model_copy(update=changes)
+        if not self.db.put_subject(session.id, session.tenant, subject, None):
+            raise SessionGone(f"session {session.id} not found")
+        return subject
+
     def _delete_files(self, image_ids: list[str]) -> None:
         for image_id in image_ids:
             self.images.delete(image_id)

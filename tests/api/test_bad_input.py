@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from api.app import MAX_JSON_BODY_BYTES, create_app
+from api.routes_subjects import SubjectPatch
 from studio.draw import DrawSettings
 from studio.turns import SessionCreate, TurnRequest
 from tests.api.conftest import make_service, png
@@ -42,6 +43,7 @@ BASE_BODIES: dict[type[BaseModel], dict[str, Any]] = {
         },
         "settings": SETTINGS,
     },
+    SubjectPatch: {"name": "cat", "description": "striped"},
 }
 MESSAGE_BODY = {"message": "hello", "settings": SETTINGS}  # TurnRequest's other form
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400"]  # raw JSON tokens; Python's json accepts them all
@@ -81,7 +83,7 @@ def leaf_paths(model: type[BaseModel], kind: type) -> list[Path_]:
 
 
 def request_models(form: bool = False) -> dict[str, type[BaseModel]]:
-    """POST path → body model, for every route of the app that takes a JSON body (or, with `form`, a form)."""
+    """Path → body model, for every route of the app that takes a JSON body (or, with `form`, a form)."""
     models = {}
     for route in _routes():
         if route.body_field is None:
@@ -91,6 +93,12 @@ def request_models(form: bool = False) -> dict[str, type[BaseModel]]:
         if is_form == form and isinstance(model, type) and issubclass(model, BaseModel):
             models[route.path] = model
     return models
+
+
+def method_of(path: str) -> str:
+    """The method of the body-taking route at `path` (POST, or PATCH for a rename)."""
+    (method,) = {m for r in _routes() if r.path == path and r.body_field is not None for m in r.methods}
+    return method
 
 
 def _routes() -> list[APIRoute]:
@@ -132,7 +140,8 @@ def _url(path: str, client: TestClient, headers: dict[str, str]) -> str:
         return path
     session = client.post("/v1/sessions", json=BASE_BODIES[SessionCreate], headers=headers)
     assert session.status_code == 201, session.text
-    return path.replace("{session_id}", session.json()["id"])
+    # bodies are validated before the route looks the subject up, so any subject id does
+    return path.replace("{session_id}", session.json()["id"]).replace("{subject_id}", "1")
 
 
 def _names_field(response: Any, path: Path_) -> bool:
@@ -159,7 +168,8 @@ def test_every_non_finite_number_in_every_float_field_is_a_422_naming_it(backend
         url = _url(path, client, headers)
         for field in leaf_paths(model, float):
             for raw in NON_FINITE:
-                response = client.post(
+                response = client.request(
+                    method_of(path),
                     url,
                     content=with_raw(BASE_BODIES[model], field, raw),
                     headers={**headers, "Content-Type": "application/json"},
@@ -218,7 +228,9 @@ def test_control_characters_in_every_text_field_are_a_422_naming_it(backend: tup
                 if field[0] not in base:
                     continue
                 body_text = with_raw(base, field, json.dumps("x" + bad + "y"))
-                response = client.post(url, content=body_text, headers={**headers, "Content-Type": "application/json"})
+                response = client.request(
+                    method_of(path), url, content=body_text, headers={**headers, "Content-Type": "application/json"}
+                )
                 assert response.status_code == 422, (path, field, response.text)
                 assert _names_field(response, field), (field, response.text)
     for path, model in request_models(form=True).items():
