@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import studio
 from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
 from api.metrics import Metrics, MetricsMiddleware
+from studio.rejections import BackendUnavailable
 from studio.service import TurnService
 from studio.turns import TurnEvent
 
@@ -56,6 +58,10 @@ def create_app(service: TurnService) -> FastAPI:
         app.include_router(module.router)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(BackendUnavailable)
+    def backend_unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

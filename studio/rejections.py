@@ -1,4 +1,4 @@
-"""Why the service refuses a request; api/ maps each to its HTTP status (422, 429, 404)."""
+"""Why the service refuses a request; api/ maps each to its HTTP status (422, 429, 404, 503)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,11 @@ class QueueFull(RequestRejected):
 
 class SessionGone(LookupError):
     """The session was deleted while the request was being handled: HTTP 404."""
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend the turn needs (the drawer pool's broker) cannot be reached: HTTP 503; nothing was stored."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

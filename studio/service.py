@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -59,6 +60,9 @@ class TurnService:
         """Turn id → (session id, cancel signal) of the turns running in this process."""
         self._emit_lock = threading.Lock()
         self._closed = False
+        self.admission_checks: list[Callable[[], None]] = []
+        """Called before a turn is stored; one raises BackendUnavailable when a backend the turn needs is away
+        (e.g. the drawer pool's broker), so nothing is written (see entrypoints/runtime.py)."""
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -102,6 +106,8 @@ class TurnService:
         """Queue a turn. The same `idempotency_key` with the same request returns the first turn (nothing is
         queued twice); with a different request it raises IdempotencyKeyReused. QueueFull when the session
         already holds `max_queued_turns` unfinished turns; both checks are atomic with the insert."""
+        for check in self.admission_checks:
+            check()
         settings = request.settings or session.settings
         if request.settings is not None:
             self.check_canvas(session.height, session.width, settings.preset)
