@@ -24,6 +24,13 @@ def make_app(settings: DrawerBackendSettings) -> Celery:
         broker_transport_options={
             # a job unacknowledged this long (its worker is gone) is delivered to another worker
             "visibility_timeout": settings.visibility_timeout_s,
+            # look for such jobs every quarter of that timeout (kombu's default sweep is ~100 s)
+            "unacked_restore_interval": max(1.0, min(60.0, settings.visibility_timeout_s / 4)),
+            "unacked_restore_throttle": 1,
+            # the bookkeeping of unacknowledged jobs is the deployment's own, as its queues are
+            "unacked_key": f"{settings.prefix}.unacked",
+            "unacked_index_key": f"{settings.prefix}.unacked_index",
+            "unacked_mutex_key": f"{settings.prefix}.unacked_mutex",
             "socket_connect_timeout": settings.connect_timeout_s,
         },
         worker_hijack_root_logger=False,

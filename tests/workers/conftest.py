@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from studio.settings import DrawerBackendSettings
+from entrypoints.runtime import build_service
+from studio.service import TurnService
+from studio.settings import DrawerBackendSettings, Settings
+from studio.turns import Turn
 from workers.pool import PoolRecords, WorkerBeat
 
 REDIS_URL = os.environ.get("STUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -133,3 +136,57 @@ def workers(pool_settings: DrawerBackendSettings, tmp_path: Path) -> Iterator[Wo
     pool = Workers(pool_settings, tmp_path)
     yield pool
     pool.stop_all()
+
+
+POSTGRES_ADMIN = os.environ.get("STUDIO_TEST_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"studio_workers_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        require(f"PostgreSQL at {POSTGRES_ADMIN} is unreachable: {exc}")
+    yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pool_service(
+    pool_settings: DrawerBackendSettings, pg_url: str, tmp_path: Path
+) -> Iterator[Callable[..., TurnService]]:
+    """Builds the real service (offline agents, PostgreSQL) drawing through the pool; closed afterwards."""
+    built: list[TurnService] = []
+
+    def build(**drawer: object) -> TurnService:
+        settings = Settings(
+            data_dir=tmp_path / "data", database_url=pg_url, drawer=pool_settings.model_copy(update=drawer)
+        )
+        service = build_service(settings)
+        service.start()
+        built.append(service)
+        return service
+
+    yield build
+    for service in built:
+        service.close(wait=True)
+        service.db.engine.dispose()
+
+
+def finished_turn(service: TurnService, session_id: str, index: int, timeout: float = 60.0) -> Turn:
+    def finished() -> bool:
+        turn = service.db.get_turn(session_id, index)
+        return turn is not None and turn.status.finished
+
+    wait_until(finished, timeout, f"turn {index} to finish")
+    turn = service.db.get_turn(session_id, index)
+    assert turn is not None
+    return turn
