@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import studio
 from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
-from api.metrics import Metrics, MetricsMiddleware
+from api.metrics import Metrics, MetricsMiddleware, PoolCollector
 from studio.rejections import BackendUnavailable
 from studio.service import TurnService
 from studio.turns import TurnEvent
@@ -30,7 +30,7 @@ def create_app(service: TurnService) -> FastAPI:
         raise UnsafeConfiguration(
             f"auth may be switched off only when the server binds to loopback, not {settings.host!r}"
         )
-    metrics = Metrics()
+    metrics = Metrics(pool=_pool_collector(service))
 
     def count_finished(event: TurnEvent) -> None:
         if event.type in ("done", "failed"):
@@ -72,3 +72,15 @@ def create_app(service: TurnService) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _pool_collector(service: TurnService) -> PoolCollector | None:
+    """The drawer pool's metrics when turns are drawn by `studio worker` processes."""
+    pool = service.settings.drawer
+    if pool.backend != "celery":
+        return None
+    from workers.jobs import redis_client
+    from workers.pool import PoolRecords
+
+    records = PoolRecords(redis_client(pool.broker_url, pool.connect_timeout_s), pool.prefix)
+    return PoolCollector(records, sorted(service.settings.presets))

@@ -350,7 +350,7 @@ def status(
     )
     snapshot = records.snapshot(sorted(settings.presets))
     if json_output:
-        console.print_json(data=snapshot)
+        typer.echo(json.dumps(snapshot))
         return
     console.print(f"drawer backend: {settings.drawer.backend}, broker prefix {settings.drawer.prefix!r}")
     table = Table("preset", "workers", "in flight", "queued", title="drawer pool")
