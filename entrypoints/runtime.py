@@ -79,7 +79,7 @@ class JobScopedEngine:
     def run_turn(
         self, ctx: TurnContext, emit: EmitEvent, on_step: StepCallback | None = None, cancel: Any = None
     ) -> TurnOutcome:
-        from workers.jobs import job_scope
+        from workers.scope import job_scope
 
         with job_scope(f"turn:{ctx.turn_id}"):
             return self.engine.run_turn(ctx, emit, on_step=on_step, cancel=cancel)

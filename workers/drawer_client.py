@@ -18,7 +18,8 @@ from studio.protocols import StepCallback
 from studio.rejections import BackendUnavailable
 from studio.settings import DrawerBackendSettings
 from workers.app import DRAW_TASK, make_app
-from workers.jobs import JobOutcome, JobStore, job_id_for, queue_name, redis_client
+from workers.jobs import JobOutcome, JobStore, queue_name, redis_client
+from workers.scope import job_id_for
 
 log = logging.getLogger(__name__)
 
