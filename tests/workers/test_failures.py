@@ -23,15 +23,21 @@ from tests.agents.fakes import png
 from tests.workers.conftest import Workers, finished_turn, wait_until
 from workers.drawer_client import CeleryDrawer
 from workers.jobs import JobOutcome, JobStore
+from workers.scope import job_scope
 
 SETTINGS = DrawSettings(steps=4, seed=7)
 
 
-def outcomes(pool: DrawerBackendSettings, turn_id: str) -> list[JobOutcome]:
-    """The stored outcomes of the jobs of one turn."""
+def outcomes_in(pool: DrawerBackendSettings, scope: str) -> list[JobOutcome]:
+    """The stored outcomes of the jobs of one job scope."""
     store = JobStore(redis.Redis.from_url(pool.broker_url), pool.prefix)
-    keys = store.redis.scan_iter(match=store.key(f"turn:{turn_id}:*", "outcome"))
+    keys = store.redis.scan_iter(match=store.key(f"{scope}:*", "outcome"))
     return [JobOutcome.model_validate_json(store.redis.get(key)) for key in keys]
+
+
+def outcomes(pool: DrawerBackendSettings, turn_id: str) -> list[JobOutcome]:
+    """The stored outcomes of the jobs of one turn (the runtime scopes them by turn id)."""
+    return outcomes_in(pool, f"turn:{turn_id}")
 
 
 def test_worker_killed_mid_job_finishes_on_another_worker(
@@ -157,3 +163,21 @@ def test_job_that_crashes_its_worker_gives_up_after_max_attempts(
     with pytest.raises(DrawError, match="gave up on this job after 3 attempts"):
         drawer.draw(job)
     assert workers.processes[0].poll() is None  # the worker lives on: only its pool process died, each time
+
+
+def test_a_resumed_turn_reads_back_the_picture_its_worker_stored(
+    workers: Workers, pool_settings: DrawerBackendSettings
+) -> None:
+    """The API process that waited for a job died after the worker stored the outcome: the process that
+    resumes the turn sends the same job id and gets the stored picture, with no worker drawing again."""
+    process = workers.start()
+    job = DrawJob(plan=TurnPlan(height=64, width=64, background="a room"), settings=DrawSettings(steps=4))
+    with job_scope("turn:resumed"):
+        first = CeleryDrawer(pool_settings).draw(job)
+    workers.kill(process)  # no worker left: only the stored outcome can answer
+
+    with job_scope("turn:resumed"):
+        again = CeleryDrawer(pool_settings).draw(job)
+    assert again.image == first.image
+    [outcome] = outcomes_in(pool_settings, "turn:resumed")
+    assert outcome.attempts == 1
