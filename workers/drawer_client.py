@@ -96,7 +96,12 @@ class CeleryDrawer:
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.jobs.channel(job_id))  # before sending: no step is missed
                 outcome = self.jobs.outcome(job_id)
-                if outcome is not None:
+                if outcome is not None and outcome.status == "cancelled":
+                    # cancelled by a process that stopped (a shutdown cancels too): this turn still wants its
+                    # picture, so the job is drawn again
+                    self.jobs.forget(job_id)
+                    sent = False
+                elif outcome is not None:
                     return outcome
                 if not sent:
                     self._send(job_id, job)

@@ -68,6 +68,10 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(self.key(job_id, "cancel")))
 
+    def forget(self, job_id: str) -> None:
+        """Drop a cancelled job's records, so that it can be sent and drawn again."""
+        self.redis.delete(*(self.key(job_id, part) for part in ("outcome", "sent", "cancel")))
+
     def next_attempt(self, job_id: str) -> int:
         key = self.key(job_id, "attempts")
         attempt = int(self.redis.incr(key))

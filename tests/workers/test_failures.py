@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from entrypoints.server import free_port
 from studio.draw import DrawJob, DrawSettings
-from studio.failures import DrawError
+from studio.failures import DrawCancelled, DrawError
 from studio.geometry import Box
 from studio.plan import PlanItem, TurnPlan
 from studio.service import TurnService
@@ -181,3 +182,29 @@ def test_a_resumed_turn_reads_back_the_picture_its_worker_stored(
     assert again.image == first.image
     [outcome] = outcomes_in(pool_settings, "turn:resumed")
     assert outcome.attempts == 1
+
+
+def test_a_cancel_stops_the_worker_and_a_resumed_turn_draws_again(
+    workers: Workers, pool_settings: DrawerBackendSettings
+) -> None:
+    """A cancel reaches the worker between two steps. A cancelled job has no picture: when the turn is resumed
+    (the API process that cancelled it was shutting down), its job is drawn again."""
+    process = workers.start(STUDIO_TEST_STEP_SECONDS="0.3")
+    job = DrawJob(plan=TurnPlan(height=64, width=64, background="a room"), settings=DrawSettings(steps=4))
+    cancel = threading.Event()
+
+    def cancel_once_drawing() -> None:
+        wait_until(lambda: (beat := workers.beat_of(process)) is not None and beat.current_job, 30, "the job")
+        cancel.set()
+
+    canceller = threading.Thread(target=cancel_once_drawing)
+    canceller.start()
+    with job_scope("turn:cancelled"), pytest.raises(DrawCancelled):
+        CeleryDrawer(pool_settings).draw(job, cancel=cancel)
+    canceller.join()
+    wait_until(lambda: [o.status for o in outcomes_in(pool_settings, "turn:cancelled")] == ["cancelled"], 30, "stop")
+
+    with job_scope("turn:cancelled"):
+        assert CeleryDrawer(pool_settings).draw(job).width == 64
+    [outcome] = outcomes_in(pool_settings, "turn:cancelled")
+    assert outcome.status == "done"
