@@ -116,7 +116,16 @@ def tiny_job(index: int, steps: int) -> DrawJob:
             PlanItem(subject_id="2", phrase="a dog", box=Box(x=64, y=24, w=56, h=72)),
         ],
     )
-    return DrawJob(plan=plan, settings=DrawSettings(preset="tiny", steps=steps, seed=index))
+    # the demo's proportions: subject init over the first third, prerendered references at half the steps
+    settings = DrawSettings(
+        preset="tiny",
+        steps=steps,
+        seed=index,
+        refine_step=max(1, steps * 2 // 3),
+        subject_init_steps=max(1, steps // 3),
+        prerender_steps=max(1, steps // 2),
+    )
+    return DrawJob(plan=plan, settings=settings)
 
 
 def throughput(base: DrawerBackendSettings, workers: int, jobs: int, steps: int) -> float:
@@ -156,6 +165,7 @@ def throughput(base: DrawerBackendSettings, workers: int, jobs: int, steps: int)
 
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--overhead-jobs", type=int, default=100)
     parser.add_argument("--tiny-jobs", type=int, default=16)
