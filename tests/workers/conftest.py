@@ -20,6 +20,7 @@ from entrypoints.runtime import build_service
 from studio.service import TurnService
 from studio.settings import DrawerBackendSettings, Settings
 from studio.turns import Turn
+from tests.studio.conftest import POSTGRES_ADMIN, postgres_url  # noqa: F401 (a fixture, shared)
 from workers.pool import PoolRecords, WorkerBeat
 
 REDIS_URL = os.environ.get("STUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -138,25 +139,20 @@ def workers(pool_settings: DrawerBackendSettings, tmp_path: Path) -> Iterator[Wo
     pool.stop_all()
 
 
-POSTGRES_ADMIN = os.environ.get("STUDIO_TEST_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards)."""
+def pg_url(request: pytest.FixtureRequest) -> str:
+    """A new, empty PostgreSQL database (tests/studio's fixture), failing instead of skipping under CI."""
     from sqlalchemy import create_engine, text
 
-    name = f"studio_workers_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = create_engine(POSTGRES_ADMIN)
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text("SELECT 1"))
     except Exception as exc:
         require(f"PostgreSQL at {POSTGRES_ADMIN} is unreachable: {exc}")
-    yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    finally:
+        admin.dispose()
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
