@@ -33,13 +33,6 @@ class CeleryDrawer:
         self.app = make_app(settings)
         self.redis = redis_client(settings.broker_url, settings.connect_timeout_s)
         self.jobs = JobStore(self.redis, settings.prefix, settings.result_ttl_s)
-        self._in_flight = 0
-        self._lock = threading.Lock()
-
-    @property
-    def in_flight(self) -> int:
-        """Jobs this process is waiting for."""
-        return self._in_flight
 
     def check_reachable(self) -> None:
         """Raise BackendUnavailable unless the broker answers within the connect timeout."""
@@ -56,13 +49,7 @@ class CeleryDrawer:
     ) -> DrawResult:
         job_id = job_id_for(job)
         deadline = time.monotonic() + self.settings.result_timeout_s
-        with self._lock:
-            self._in_flight += 1
-        try:
-            outcome = self._wait(job_id, job, deadline, on_step, cancel)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+        outcome = self._wait(job_id, job, deadline, on_step, cancel)
         if outcome.status == "cancelled":
             raise DrawCancelled
         if outcome.status == "failed" or outcome.result is None:
