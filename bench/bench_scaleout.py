@@ -2,7 +2,9 @@
 
 1. queue overhead per job with a no-op drawer (one worker): enqueue → a worker starts it → its outcome is stored
    in Redis → the API side (CeleryDrawer.draw) has the result; p50/p95 of each leg and of the whole trip;
-2. throughput of 2 CPU workers against 1 on tiny-preset jobs (random-weight models, 1 torch thread per
+2. whole explicit-plan turns through the service with the no-op drawer, post → the `done` event (what SSE
+   relays), embedded against the pool: the pool's cost per turn as a user sees it;
+3. throughput of 2 CPU workers against 1 on tiny-preset jobs (random-weight models, 1 torch thread per
    worker), each configuration fed by as many client threads as it has workers.
 
 Needs Redis at STUDIO_DRAWER__BROKER_URL (default redis://127.0.0.1:6379/0). Workers are real `studio worker`
@@ -106,6 +108,45 @@ def overhead(base: DrawerBackendSettings, jobs: int) -> dict[str, list[float]]:
     return legs
 
 
+def turn_latency(base: DrawerBackendSettings, turns: int, pooled: bool) -> list[float]:
+    """Seconds from submit_turn to the turn's `done` event, turn after turn, in one session (SQLite)."""
+    import tempfile
+
+    from entrypoints.runtime import build_service
+    from studio.turns import TurnEvent, TurnRequest
+
+    pool = base.model_copy(update={"prefix": f"bench{uuid.uuid4().hex[:8]}", "factory": "bench_scaleout:noop_drawer"})
+    processes = start_workers(pool, 1) if pooled else []
+    with tempfile.TemporaryDirectory() as data:
+        drawer = pool if pooled else base.model_copy(update={"backend": "embedded"})
+        settings = Settings(data_dir=Path(data), drawer=drawer)
+        service = build_service(settings, drawer=None if pooled else noop_drawer(settings, "tiny"))
+        service.start()
+        done = threading.Event()
+
+        def on_event(event: TurnEvent) -> None:
+            if event.type == "done":
+                done.set()
+
+        service.bus.subscribe_all(on_event)
+        session = service.create_session("bench", "latency", 64, 64, DrawSettings(steps=1, seed=1))
+        plan = TurnPlan(height=64, width=64, background="a room")
+        seconds = []
+        try:
+            for index in range(turns + 1):
+                done.clear()
+                started = time.perf_counter()
+                service.submit_turn(session, TurnRequest(plan=plan.model_copy(update={"caption": f"take {index}"})))
+                if not done.wait(60):
+                    raise RuntimeError("a turn did not finish")
+                if index:  # the first turn warms the service up
+                    seconds.append(time.perf_counter() - started)
+        finally:
+            service.close()
+            stop_workers(processes)
+    return seconds
+
+
 def tiny_job(index: int, steps: int) -> DrawJob:
     plan = TurnPlan(
         height=128,
@@ -168,6 +209,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--overhead-jobs", type=int, default=100)
+    parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--tiny-jobs", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
@@ -180,6 +222,13 @@ def main() -> None:
     print("| leg | p50 | p95 |\n|---|---|---|")
     for leg, values in legs.items():
         print(f"| {leg} | {percentile(values, 0.5) * 1000:.1f} | {percentile(values, 0.95) * 1000:.1f} |")
+
+    embedded = turn_latency(base, args.turns, pooled=False)
+    pooled = turn_latency(base, args.turns, pooled=True)
+    print(f"\nexplicit-plan turns through the service, no-op drawer, {args.turns} turns one after another (ms):")
+    print("| drawer | post → done p50 | p95 |\n|---|---|---|")
+    for name, values in (("embedded", embedded), ("pool, 1 worker", pooled)):
+        print(f"| {name} | {percentile(values, 0.5) * 1000:.1f} | {percentile(values, 0.95) * 1000:.1f} |")
 
     one = throughput(base, 1, args.tiny_jobs, args.steps)
     two = throughput(base, 2, args.tiny_jobs, args.steps)
