@@ -23,7 +23,7 @@ from studio.turns import TurnRequest, TurnStatus
 from tests.agents.fakes import png
 from tests.workers.conftest import Workers, finished_turn, wait_until
 from workers.drawer_client import CeleryDrawer
-from workers.jobs import JobOutcome, JobStore
+from workers.jobs import JobOutcome, JobStore, queue_name
 from workers.scope import job_scope
 
 SETTINGS = DrawSettings(steps=4, seed=7)
@@ -121,6 +121,8 @@ def test_broker_away_refuses_turns_with_503_then_resumes(
             assert client.post(turns, json={"message": "a cat on a mat"}).status_code == 202
             assert client.post(turns, json={"message": "the cat sleeps"}).status_code == 202
             # no worker yet: turn 1's job waits in the queue, turn 2 waits behind it; then the broker dies
+            queued = redis.Redis(port=port)
+            wait_until(lambda: queued.llen(queue_name(pool.prefix, "tiny")) == 1, 30, "turn 1's job in the queue")
             broker.kill()
             broker.wait(timeout=10)
             assert client.post(turns, json={"message": "the cat jumps"}).status_code == 503
