@@ -59,7 +59,11 @@ def test_worker_killed_mid_job_finishes_on_another_worker(
 
     done = finished_turn(service, session.id, turn.index)
     assert done.status == TurnStatus.DONE and done.image_id is not None, done.error
-    assert [e.type for e in service.db.events_after(session.id, 0)].count("done") == 1
+    def done_events() -> int:
+        return [e.type for e in service.db.events_after(session.id, 0)].count("done")
+
+    wait_until(done_events, 30, "the done event")  # stored just after the turn's record
+    assert done_events() == 1
     [outcome] = outcomes(pool_settings, turn.id)
     second_beat = workers.beat_of(second)
     assert second_beat is not None and outcome.worker == second_beat.name
