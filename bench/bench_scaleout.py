@@ -66,6 +66,8 @@ def start_workers(pool: DrawerBackendSettings, count: int, **env: str) -> list[s
     deadline = time.monotonic() + 300
     while len(records.workers()) < known + count:
         if time.monotonic() > deadline:
+            for process in processes:
+                os.killpg(process.pid, signal.SIGKILL)
             raise RuntimeError("workers did not start")
         time.sleep(0.1)
     return processes
