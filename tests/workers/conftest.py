@@ -68,7 +68,7 @@ def pool_settings(redis_url: str) -> Iterator[DrawerBackendSettings]:
         factory="tests.workers.drawers:pausing_drawer",
     )
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    keys = [key for pattern in (f"{prefix}*", f"_kombu.binding*.{prefix}.*") for key in client.scan_iter(match=pattern)]
     if keys:
         client.delete(*keys)
 
