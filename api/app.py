@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -14,7 +15,8 @@ import studio
 from api import routes_images, routes_sessions, routes_subjects, routes_turns
 from api.auth import is_loopback
 from api.errors import install_error_handlers
-from api.metrics import Metrics, MetricsMiddleware
+from api.metrics import Metrics, MetricsMiddleware, PoolCollector
+from studio.rejections import BackendUnavailable
 from studio.service import TurnService
 from studio.turns import TurnEvent
 
@@ -41,7 +43,7 @@ def create_app(service: TurnService) -> FastAPI:
         raise UnsafeConfiguration(
             f"auth may be switched off only when the server binds to loopback, not {settings.host!r}"
         )
-    metrics = Metrics()
+    metrics = Metrics(pool=_pool_collector(service))
 
     def count_finished(event: TurnEvent) -> None:
         if event.type in ("done", "failed"):
@@ -73,6 +75,10 @@ def create_app(service: TurnService) -> FastAPI:
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
+    @app.exception_handler(BackendUnavailable)
+    def backend_unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": studio.__version__}
@@ -84,3 +90,15 @@ def create_app(service: TurnService) -> FastAPI:
     # mounted last: every route above (/v1, /docs, /openapi.json, /healthz, /metrics) matches first
     app.mount("/", StaticFiles(directory=STUDIO_WEB, html=True), name="studio")
     return app
+
+
+def _pool_collector(service: TurnService) -> PoolCollector | None:
+    """The drawer pool's metrics when turns are drawn by `studio worker` processes."""
+    pool = service.settings.drawer
+    if pool.backend != "celery":
+        return None
+    from workers.jobs import redis_client
+    from workers.pool import PoolRecords
+
+    records = PoolRecords(redis_client(pool.broker_url, pool.connect_timeout_s), pool.prefix)
+    return PoolCollector(records, sorted(service.settings.presets))

@@ -386,6 +386,49 @@ def _written_on_exit(summary: dict[str, Any], path: Path, started: float) -> Ite
         path.write_text(json.dumps(summary, indent=2))
 
 
+@app.command()
+def worker(
+    preset: Annotated[str, typer.Option(help="the model preset this worker holds; it takes that preset's queue")],
+    device: Annotated[str | None, typer.Option(help="e.g. cuda:0 (default: the preset's device)")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run one drawer worker (one per GPU): loads PRESET's models once and draws the jobs of its queue on the
+    Celery broker (`STUDIO_DRAWER__BROKER_URL`). SIGTERM finishes the current job, then stops."""
+    from workers.worker import run_worker
+
+    run_worker(Settings(), preset, device=device, loglevel=loglevel)
+
+
+@app.command()
+def status(
+    json_output: Annotated[bool, typer.Option("--json", help="print the snapshot as JSON")] = False,
+) -> None:
+    """The drawer pool: live workers per preset (from their heartbeats), jobs in flight, queue depths."""
+    from workers.jobs import redis_client
+    from workers.pool import PoolRecords
+
+    settings = Settings()
+    records = PoolRecords(
+        redis_client(settings.drawer.broker_url, settings.drawer.connect_timeout_s), settings.drawer.prefix
+    )
+    snapshot = records.snapshot(sorted(settings.presets))
+    if json_output:
+        typer.echo(json.dumps(snapshot))
+        return
+    console.print(f"drawer backend: {settings.drawer.backend}, broker prefix {settings.drawer.prefix!r}")
+    table = Table("preset", "workers", "in flight", "queued", title="drawer pool")
+    for name, row in snapshot["presets"].items():
+        table.add_row(name, str(row["workers"]), str(row["in_flight"]), str(row["queued"]))
+    console.print(table)
+    workers_table = Table("worker", "preset", "device", "pid", "current job", "jobs done", "last beat (s ago)")
+    for beat in snapshot["workers"]:
+        workers_table.add_row(
+            beat["name"], beat["preset"], beat["device"], str(beat["pid"]), beat["current_job"] or "-",
+            str(beat["jobs_done"]), f"{beat['age_s']:.1f}",
+        )
+    console.print(workers_table)
+
+
 def _mount_bench() -> None:
     try:
         from evaluation.cli import bench_app

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from studio.draw import DrawJob, DrawResult
-from studio.protocols import Drawer, StepCallback, SubjectLocator, TurnEngine
+from studio.protocols import Drawer, EmitEvent, StepCallback, SubjectLocator, TurnContext, TurnEngine, TurnOutcome
 from studio.service import TurnService
 from studio.settings import Settings
 from studio.storage.database import Database
@@ -72,11 +72,50 @@ def build_engine(settings: Settings, drawer: Drawer, images: FileImageStore) -> 
     return build_graph_engine(settings, drawer, images)
 
 
+class JobScopedEngine:
+    """Runs each turn inside a job scope named by its turn id, so the drawer pool's job ids are stable across
+    restarts: a turn resumed after the API process died reads back the picture its worker stored."""
+
+    def __init__(self, engine: TurnEngine) -> None:
+        self.engine = engine
+
+    def run_turn(
+        self, ctx: TurnContext, emit: EmitEvent, on_step: StepCallback | None = None, cancel: Any = None
+    ) -> TurnOutcome:
+        from workers.scope import job_scope
+
+        with job_scope(f"turn:{ctx.turn_id}"):
+            return self.engine.run_turn(ctx, emit, on_step=on_step, cancel=cancel)
+
+    def forget(self, session_id: str) -> None:
+        self.engine.forget(session_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+def build_drawer(settings: Settings) -> Drawer:
+    """The drawer the settings choose: the models in this process (embedded, the default), or the pool of
+    `studio worker` processes behind the Celery broker (`drawer.backend = "celery"`)."""
+    if settings.drawer.backend == "celery":
+        from workers.drawer_client import CeleryDrawer
+
+        return CeleryDrawer(settings.drawer)
+    return PresetDrawer(settings)
+
+
 def build_service(settings: Settings, engine: TurnEngine | None = None, drawer: Any = None) -> TurnService:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     db.migrate()
     images = FileImageStore(settings.data_dir / "images")
+    drawer = drawer or (build_drawer(settings) if engine is None else None)
     if engine is None:
-        engine = build_engine(settings, drawer or PresetDrawer(settings), images)
-    return TurnService(settings, db, images, engine)
+        engine = build_engine(settings, drawer, images)
+    check_reachable = getattr(drawer, "check_reachable", None)
+    if check_reachable is not None:
+        engine = JobScopedEngine(engine)
+    service = TurnService(settings, db, images, engine)
+    if check_reachable is not None:
+        service.admission_checks.append(check_reachable)
+    return service

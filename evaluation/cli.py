@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from evaluation.records import Task
+from evaluation.records import RunSummary, Task
+from evaluation.runner import RunOptions
+from studio.protocols import Drawer
+from studio.rejections import BackendUnavailable
+from studio.settings import Settings
 
 if TYPE_CHECKING:
     from evaluation.metrics.clip import ClipScorer
@@ -44,9 +50,16 @@ def cmigbench(
     official_quirks: Annotated[bool, typer.Option(help="resume like the original: memory not rebuilt")] = False,
     keep_going: Annotated[bool, typer.Option(help="record a failing dialogue and continue")] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    workers: Annotated[
+        str, typer.Option(help="embedded: the models in this process; celery: the `studio worker` pool")
+    ] = "embedded",
+    parallel: Annotated[
+        int | None,
+        typer.Option(min=1, help="dialogues drawn at once (default: 1; with celery, the preset's live workers)"),
+    ] = None,
 ) -> None:
     """Draw every dialogue of DATA into OUT/<dialogue>/turn<k>.png, resuming whatever is already there."""
-    from evaluation.runner import RunConfigMismatch, RunOptions, run_benchmark
+    from evaluation.runner import RunConfigMismatch, run_benchmark
     from evaluation.seeds import parse_shard
     from studio.draw import DrawSettings
     from studio.settings import get_settings
@@ -54,6 +67,8 @@ def cmigbench(
 
     if task not in ("story", "editing"):
         raise typer.BadParameter("task must be story or editing")
+    if workers not in ("embedded", "celery"):
+        raise typer.BadParameter("workers must be embedded or celery")
     try:
         shard_pair = parse_shard(shard)
     except ValueError as exc:
@@ -83,19 +98,25 @@ def cmigbench(
     )
     from entrypoints.runtime import build_engine, load_preset_drawer
 
-    drawer = load_preset_drawer(settings, preset_name)
+    drawer = _pool_drawer(settings) if workers == "celery" else load_preset_drawer(settings, preset_name)
+    if parallel is None:
+        parallel = _live_workers(settings, preset_name) if workers == "celery" else 1
     images = FileImageStore(out / ".images")
     engine = build_engine(settings.model_copy(update={"data_dir": out}), drawer, images) if through_agents else None
-    try:
-        summary = run_benchmark(
+
+    def run(shard_options: RunOptions) -> RunSummary:
+        return run_benchmark(
             data,
             out,
             drawer=None if engine is not None else drawer,
             engine=engine,
             settings=draw_settings,
-            options=options,
+            options=shard_options,
             images=images,
         )
+
+    try:
+        summary = run_in_parallel(run, options, parallel)
     except RunConfigMismatch as exc:
         typer.echo(f"error: {exc}", err=True)  # one line, not a traceback
         raise typer.Exit(2) from exc
@@ -176,6 +197,47 @@ def _load_clip(name: str, device: str) -> ClipScorer:
             err=True,
         )
         raise typer.Exit(2) from exc
+
+
+def run_in_parallel(run: Callable[[RunOptions], RunSummary], options: RunOptions, parallel: int) -> RunSummary:
+    """Draw the dialogues of `options`' shard on `parallel` threads (each a sub-shard: a dialogue's turns stay in
+    order on one thread) and add up their summaries. With the drawer pool, each thread keeps one worker busy."""
+    if parallel <= 1:
+        return run(options)
+    index, count = options.shard
+    shards = [
+        options.model_copy(update={"shard": (index + count * k, count * parallel), "progress": False})
+        for k in range(parallel)
+    ]
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="bench") as pool:
+        parts = list(pool.map(run, shards))
+    summary = RunSummary(out=parts[0].out)
+    for part in parts:
+        summary.dialogues += part.dialogues
+        summary.turns_drawn += part.turns_drawn
+        summary.turns_skipped += part.turns_skipped
+        summary.errors += part.errors
+    return summary
+
+
+def _pool_drawer(settings: Settings) -> Drawer:
+    from workers.drawer_client import CeleryDrawer
+
+    drawer = CeleryDrawer(settings.drawer)
+    try:
+        drawer.check_reachable()
+    except BackendUnavailable as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return drawer
+
+
+def _live_workers(settings: Settings, preset: str) -> int:
+    from workers.jobs import redis_client
+    from workers.pool import PoolRecords
+
+    pool = settings.drawer
+    records = PoolRecords(redis_client(pool.broker_url, pool.connect_timeout_s), pool.prefix)
+    return max(1, sum(beat.preset == preset for beat in records.workers()))
 
 
 def _task(value: str) -> Task:

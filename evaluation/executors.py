@@ -12,6 +12,7 @@ from studio.protocols import Drawer, HistoryEntry, ImageStore, StepCallback, Tur
 from studio.subjects import Subject
 from studio.turn_steps import build_draw_job, draw_and_memorize
 from studio.turns import TurnRequest
+from workers.scope import job_scope
 
 
 @dataclass
@@ -34,6 +35,12 @@ class TurnOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def turn_scope(turn: TurnInput) -> str:
+    """The job scope of a benchmark turn: a run restarted while the drawer pool drew the turn reads the
+    stored picture back instead of drawing it again (see workers/scope.py)."""
+    return f"bench:{turn.dialogue}:turn{turn.turn}"
+
+
 class TurnExecutor(Protocol):
     def __call__(self, turn: TurnInput, on_step: StepCallback | None = None) -> TurnOutput: ...
 
@@ -49,9 +56,10 @@ class PlanExecutor:
 
     def __call__(self, turn: TurnInput, on_step: StepCallback | None = None) -> TurnOutput:
         job = build_draw_job(turn.plan, turn.memory, turn.settings, self.images, turn.previous_image_id)
-        result, memory = draw_and_memorize(
-            self.drawer, job, turn.memory, turn.turn, self.images, refresh=self.refresh, on_step=on_step
-        )
+        with job_scope(turn_scope(turn)):
+            result, memory = draw_and_memorize(
+                self.drawer, job, turn.memory, turn.turn, self.images, refresh=self.refresh, on_step=on_step
+            )
         return TurnOutput(plan=job.plan, result=result, memory=memory, references=sorted(job.references))
 
 
@@ -77,7 +85,8 @@ class AgentExecutor:
             history=turn.history,
             previous_image_id=turn.previous_image_id,
         )
-        outcome = self.engine.run_turn(ctx, emit=lambda kind, data: None, on_step=on_step)
+        with job_scope(turn_scope(turn)):
+            outcome = self.engine.run_turn(ctx, emit=lambda kind, data: None, on_step=on_step)
         had_reference = {s.id for s in turn.memory if s.reference_image_id is not None}
         references = sorted(had_reference & set(outcome.plan.subject_ids))
         info = dict(outcome.info)

@@ -1,4 +1,4 @@
-"""Why the service refuses a request; api/ maps each to its HTTP status (422, 429, 404)."""
+"""Why the service refuses a request; api/ maps each to its HTTP status (422, 429, 404, 503)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,11 @@ class SessionGone(LookupError):
 
 class BranchConflict(Exception):
     """The turn cannot be a branch point (not finished, or finished without a stored memory): HTTP 409."""
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend the turn needs (the drawer pool's broker) cannot be reached: HTTP 503; nothing was stored."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -67,6 +68,7 @@ class TurnService:
         """Running turns whose lease another process took (this process stalled past its lease)."""
         self._emit_lock = threading.Lock()
         self._closed = False
+        self._started = False
         self.owner = lease_owner_id()
         """This instance's name on the leases it holds and on the event notices it sends."""
         scaleout = settings.scaleout
@@ -77,12 +79,19 @@ class TurnService:
             if db.is_sqlite
             else PostgresListener(db.url, self.owner, self._on_notice, on_connect=lambda: self.bus.wake())
         )
+        self.admission_checks: list[Callable[[], None]] = []
+        """Called before a turn is stored; one raises BackendUnavailable when a backend the turn needs is away
+        (e.g. the drawer pool's broker), so nothing is written (see entrypoints/runtime.py)."""
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Take up the claimable turns (those a previous process left unfinished included), then keep
-        looking for more and renewing the leases of the running turns."""
+        looking for more and renewing the leases of the running turns. Starting twice is one start."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
         self._find_work()
         self._ticker.start()
         if self.listener is not None:
@@ -161,6 +170,8 @@ class TurnService:
         """Queue a turn. The same `idempotency_key` with the same request returns the first turn (nothing is
         queued twice); with a different request it raises IdempotencyKeyReused. QueueFull when the session
         already holds `max_queued_turns` unfinished turns; both checks are atomic with the insert."""
+        for check in self.admission_checks:
+            check()
         settings = request.settings or session.settings
         if request.settings is not None:
             self.check_canvas(session.height, session.width, settings.preset)

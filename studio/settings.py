@@ -138,6 +138,28 @@ class ScaleOutSettings(BaseModel):
     )
 
 
+class DrawerBackendSettings(BaseModel):
+    """Where turns are drawn: in this process (embedded, the default) or by `studio worker` processes that
+    take jobs from a Celery queue per preset on a Redis broker (see docs/scaleout.md)."""
+
+    backend: Literal["embedded", "celery"] = "embedded"
+    broker_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis: Celery broker, progress, results")
+    prefix: str = Field(default="studio", description="namespace of the queues and Redis keys (one per deployment)")
+    result_timeout_s: float = Field(default=3600.0, gt=0, description="a job not finished by then fails its turn")
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="Redis reachability check before a turn is stored")
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="deliveries of a job (worker crashes, errors) before its turn fails"
+    )
+    visibility_timeout_s: float = Field(
+        default=3600.0, gt=0, description="a job unacknowledged this long (its worker died) is delivered again"
+    )
+    result_ttl_s: int = Field(default=86400, ge=60, description="how long a finished job's result stays in Redis")
+    heartbeat_s: float = Field(default=5.0, gt=0, description="a worker's heartbeat; its job lease lasts 3 beats")
+    factory: str | None = Field(
+        default=None, description="'module:function' returning a Drawer for a preset name instead of the models"
+    )
+
+
 DEFAULT_MAX_SUBJECTS = 8  # subjects one turn may place: the setting's default, and the drawer's and agents'
 
 
@@ -156,6 +178,7 @@ class Settings(BaseSettings):
     vision: VisionSettings = Field(default_factory=VisionSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    drawer: DrawerBackendSettings = Field(default_factory=DrawerBackendSettings)
     max_canvas_side: int = 2048
     max_subjects: int = Field(default=DEFAULT_MAX_SUBJECTS, ge=1)
     max_upload_bytes: int = 10 * 1024 * 1024
