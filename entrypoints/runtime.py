@@ -12,6 +12,7 @@ from studio.service import TurnService
 from studio.settings import Settings
 from studio.storage.database import Database
 from studio.storage.images import FileImageStore
+from studio.story_runner import StoryRunner
 
 
 class PresetDrawer:
@@ -77,6 +78,9 @@ def build_service(settings: Settings, engine: TurnEngine | None = None, drawer: 
     db = Database(settings.resolved_database_url)
     db.migrate()
     images = FileImageStore(settings.data_dir / "images")
+    drawer = drawer or PresetDrawer(settings)  # models load on first use
     if engine is None:
-        engine = build_engine(settings, drawer or PresetDrawer(settings), images)
-    return TurnService(settings, db, images, engine)
+        engine = build_engine(settings, drawer, images)
+    service = TurnService(settings, db, images, engine)
+    service.stories = StoryRunner(service, drawer)
+    return service
