@@ -128,6 +128,8 @@ class TurnService:
     def _tick(self) -> None:
         self._renew_leases()
         self._find_work()
+        if self.stories is not None:
+            self.stories.start()  # stories whose lease ran out (their process died) are taken over here too
 
     def _find_work(self) -> None:
         for session_id in self.db.claimable_sessions():

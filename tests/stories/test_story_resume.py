@@ -20,13 +20,12 @@ def test_a_process_taking_over_after_a_crash_draws_only_the_missing_frames(tmp_p
     assert first.stories is not None
     story = first.stories.submit("t", StoryCreate(prompts=["a", "b", "c"], rounds=1, height=64, width=64))
     assert first_drawer.blocked.wait(20)
-    # the first process is dead from here on: its lease runs out
+    second_drawer = RecordingDrawer()
+    second = story_service(tmp_path, second_drawer, scaleout={"poll_seconds": 0.02})
+    second.start()  # the story is leased to the first process: not taken at start
+    # the first process is dead from here on: its lease runs out, and the second's ticker takes the story over
     with first.db.tx() as conn:
         conn.execute(update(schema.stories).values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-
-    second_drawer = RecordingDrawer()
-    second = story_service(tmp_path, second_drawer)
-    second.start()
     done = wait_story(second, story.id)
 
     assert done.status == StoryStatus.DONE
