@@ -385,13 +385,39 @@ class _StoryWaiter:
         return None
 
 
-def _story_event(sse: ServerSentEvent, last_id: int) -> StoryEvent | None:
-    if not sse.data or not sse.id.isdigit() or int(sse.id) <= last_id:
-        return None
-    return StoryEvent.model_validate_json(sse.data)
+class _StoryStream:
+    """Where one story's event stream stands, shared by both clients' reconnect loops: the last event number
+    (sent back as Last-Event-ID; replays at or below it are dropped), whether the story ended, and how many
+    connections in a row delivered nothing."""
 
+    FINAL = frozenset({"done", "failed"})
 
-STORY_FINAL_EVENTS = {"done", "failed"}
+    def __init__(self, story_id: str, after: int, max_failures: int) -> None:
+        self.url = f"/v1/stories/{story_id}/events"
+        self.last_id = after
+        self.max_failures = max_failures
+        self.failures = 0
+        self.ended = False
+
+    @property
+    def open(self) -> bool:
+        return not self.ended and self.failures <= self.max_failures
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": str(self.last_id)} if self.last_id else {}
+
+    def accept(self, sse: ServerSentEvent) -> StoryEvent | None:
+        """The event carried by `sse`, or None for keep-alives and replays."""
+        if not sse.data or not sse.id.isdigit() or int(sse.id) <= self.last_id:
+            return None
+        event = StoryEvent.model_validate_json(sse.data)
+        self.last_id, self.failures = event.seq, 0
+        self.ended = event.type in self.FINAL
+        return event
+
+    def reconnect_delay(self) -> float:
+        self.failures += 1
+        return _backoff(self.failures - 1, None)
 
 
 class StudioClient:
@@ -606,25 +632,21 @@ class StudioClient:
     def story_events(self, story_id: str, after: int = 0) -> Iterator[StoryEvent]:
         """Follow the story's events (frame, round, done/failed) until it ends, resuming a dropped stream with
         Last-Event-ID (at most `stream_retries` failed reconnects in a row)."""
-        last_id, failures = after, 0
-        while failures <= self.stream_retries:
-            headers = {"Last-Event-ID": str(last_id)} if last_id else {}
-            try:
-                with connect_sse(self._http, "GET", f"/v1/stories/{story_id}/events", headers=headers) as source:
-                    if source.response.status_code >= 400:
-                        source.response.read()
-                        _raise_for(source.response)
-                    for sse in source.iter_sse():
-                        if (event := _story_event(sse, last_id)) is None:
-                            continue
-                        last_id, failures = event.seq, 0
+        stream = _StoryStream(story_id, after, self.stream_retries)
+        while stream.open:
+            with (
+                contextlib.suppress(httpx.TransportError),
+                connect_sse(self._http, "GET", stream.url, headers=stream.headers()) as source,
+            ):
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    _raise_for(source.response)
+                for sse in source.iter_sse():
+                    if (event := stream.accept(sse)) is not None:
                         yield event
-                        if event.type in STORY_FINAL_EVENTS:
+                        if stream.ended:
                             return
-            except httpx.TransportError:
-                pass
-            failures += 1
-            time.sleep(_backoff(failures - 1, None))
+            time.sleep(stream.reconnect_delay())
 
 
 class AsyncStudioClient:
@@ -826,25 +848,19 @@ class AsyncStudioClient:
         return done
 
     async def story_events(self, story_id: str, after: int = 0) -> AsyncIterator[StoryEvent]:
-        last_id, failures = after, 0
-        while failures <= self.stream_retries:
-            headers = {"Last-Event-ID": str(last_id)} if last_id else {}
-            try:
-                async with aconnect_sse(self._http, "GET", f"/v1/stories/{story_id}/events", headers=headers) as source:
+        stream = _StoryStream(story_id, after, self.stream_retries)
+        while stream.open:
+            with contextlib.suppress(httpx.TransportError):
+                async with aconnect_sse(self._http, "GET", stream.url, headers=stream.headers()) as source:
                     if source.response.status_code >= 400:
                         await source.response.aread()
                         _raise_for(source.response)
                     async for sse in source.aiter_sse():
-                        if (event := _story_event(sse, last_id)) is None:
-                            continue
-                        last_id, failures = event.seq, 0
-                        yield event
-                        if event.type in STORY_FINAL_EVENTS:
-                            return
-            except httpx.TransportError:
-                pass
-            failures += 1
-            await asyncio.sleep(_backoff(failures - 1, None))
+                        if (event := stream.accept(sse)) is not None:
+                            yield event
+                            if stream.ended:
+                                return
+            await asyncio.sleep(stream.reconnect_delay())
 
 
 def _image_path(image_id_or_url: str) -> str:

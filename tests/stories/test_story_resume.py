@@ -8,8 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from studio.service import TurnService
 from studio.storage import schema
-from studio.stories import StoryCreate, StoryStatus
+from studio.stories import Story, StoryCreate, StoryStatus
 from tests.stories.conftest import RecordingDrawer, story_service, wait_story
 
 
@@ -50,17 +51,23 @@ def test_a_process_taking_over_after_a_crash_draws_only_the_missing_frames(tmp_p
     second.close()
 
 
-def test_a_closed_service_leaves_the_story_to_the_next_start(tmp_path: Path) -> None:
+def hung_at_second_frame(tmp_path: Path, rounds: int) -> tuple[TurnService, RecordingDrawer, Story]:
+    """A started service whose story of frames "a", "b" drew its first frame and hangs in the second."""
     drawer = RecordingDrawer(block_at=2)
-    first = story_service(tmp_path, drawer)
-    first.start()
-    assert first.stories is not None
-    story = first.stories.submit("t", StoryCreate(prompts=["a", "b"], rounds=1, height=64, width=64))
+    service = story_service(tmp_path, drawer)
+    service.start()
+    assert service.stories is not None
+    story = service.stories.submit("t", StoryCreate(prompts=["a", "b"], rounds=rounds, height=64, width=64))
     assert drawer.blocked.wait(20)
+    return service, drawer, story
+
+
+def test_a_closed_service_leaves_the_story_to_the_next_start(tmp_path: Path) -> None:
+    first, drawer, story = hung_at_second_frame(tmp_path, rounds=1)
     first.close(wait=False)  # sets the running frame's cancel: it stops and gives the lease up
     drawer.release.set()
     first.close(wait=True)
-    left = first.stories.store.get(story.id)
+    left = first.stories.store.get(story.id)  # type: ignore[union-attr]
     assert left is not None and left.status == StoryStatus.RUNNING and left.frames_done == 1
 
     resumed = RecordingDrawer()
@@ -73,12 +80,8 @@ def test_a_closed_service_leaves_the_story_to_the_next_start(tmp_path: Path) -> 
 
 
 def test_cancel_ends_the_story_failed_and_keeps_its_frames(tmp_path: Path) -> None:
-    drawer = RecordingDrawer(block_at=2)
-    service = story_service(tmp_path, drawer)
-    service.start()
+    service, drawer, story = hung_at_second_frame(tmp_path, rounds=2)
     assert service.stories is not None
-    story = service.stories.submit("t", StoryCreate(prompts=["a", "b"], rounds=2, height=64, width=64))
-    assert drawer.blocked.wait(20)
     current = service.stories.store.get(story.id)
     assert current is not None and service.stories.cancel(current)
     drawer.release.set()
