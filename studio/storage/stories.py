@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 
 from studio.storage import schema
-from studio.storage.database import Database, new_id, now
+from studio.storage.database import Database, _aware, new_id, now
 from studio.stories import Story, StoryCreate, StoryFrame, StoryStatus
 
 UNFINISHED_STORIES = [StoryStatus.QUEUED.value, StoryStatus.RUNNING.value]
@@ -239,6 +239,6 @@ def _story(row: Any, frames_done: int) -> Story:
         frames_done=frames_done,
         frames_total=frame_count * round_count,
         error=row.error,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
+        created_at=_aware(row.created_at),  # SQLite hands back naive UTC
+        finished_at=_aware(row.finished_at) if row.finished_at else None,
     )

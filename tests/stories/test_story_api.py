@@ -41,6 +41,7 @@ def test_post_get_frames_images_events_and_delete(stories: TurnService, app_clie
     wait_story(stories, story_id)
     story = Story.model_validate(client.get(f"/v1/stories/{story_id}", headers=a).json())
     assert story.status == "done" and story.frames_done == story.frames_total == 4
+    assert story.created_at.tzinfo is not None and story.finished_at is not None and story.finished_at.tzinfo
     assert [[frame.index for frame in frames] for frames in story.rounds] == [[0, 1], [0, 1]]
     image = client.get(story.rounds[1][0].image_url or "", headers=a)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
