@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import studio
-from api import routes_images, routes_sessions, routes_subjects, routes_turns
+from api import routes_images, routes_sessions, routes_stories, routes_subjects, routes_turns
 from api.auth import is_loopback
 from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware, PoolCollector
@@ -70,7 +70,7 @@ def create_app(service: TurnService) -> FastAPI:
     install_error_handlers(app)
     app.state.service = service
     app.state.metrics = metrics
-    for module in (routes_sessions, routes_turns, routes_subjects, routes_images):
+    for module in (routes_sessions, routes_turns, routes_subjects, routes_images, routes_stories):
         app.include_router(module.router)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from api.urls import image_url
 from studio.draw import DrawSettings
 from studio.plan import TurnPlan
+from studio.stories import Story, StoryCreate, StoryEvent
 from studio.turns import Session, SessionBranch, SessionCreate, SubjectView, Turn, TurnEvent
 
 RETRY_STATUSES = {429, 503}
@@ -336,6 +337,89 @@ class _TurnWaiter:
         return event.type in ("done", "failed")
 
 
+class StoryFailedError(Exception):
+    """A story ended `failed` (its reason in `story.error`; the frames drawn before are kept)."""
+
+    def __init__(self, story: Story) -> None:
+        super().__init__(f"story {story.id} failed: {story.error}")
+        self.story = story
+
+
+class StoryTimeoutError(TimeoutError):
+    def __init__(self, story: Story, timeout: float) -> None:
+        super().__init__(f"story {story.id} not finished after {timeout} s ({story.frames_done}/{story.frames_total})")
+        self.story = story
+
+
+def _story_body(prompts: list[str] | StoryCreate, options: dict[str, Any]) -> dict[str, Any]:
+    """The POST /v1/stories body: a StoryCreate as is, or prompts plus StoryCreate's other fields as options
+    (validated here first, so a bad option fails before any request)."""
+    request = prompts if isinstance(prompts, StoryCreate) else StoryCreate(prompts=prompts, **options)
+    return request.model_dump(mode="json", exclude_unset=True)
+
+
+def _story_call(method: str, story_id: str, suffix: str = "", parse: Any = Story) -> _Call:
+    return _Call(method, f"/v1/stories/{story_id}{suffix}", parse=parse)
+
+
+class _StoryWaiter:
+    """One `wait_story`, shared by both clients: reports progress when the count of drawn frames changes and
+    says when the story is over (raising for a failed one or a timeout)."""
+
+    def __init__(self, timeout: float | None, on_progress: Callable[[Story], None] | None) -> None:
+        self.deadline = _Deadline(timeout)
+        self.timeout = timeout
+        self.on_progress = on_progress
+        self._seen = -1
+
+    def outcome(self, story: Story) -> Story | None:
+        if self.on_progress is not None and story.frames_done != self._seen:
+            self._seen = story.frames_done
+            self.on_progress(story)
+        if story.status == "done":
+            return story
+        if story.status == "failed":
+            raise StoryFailedError(story)
+        if self.deadline.expired:
+            raise StoryTimeoutError(story, self.timeout or 0.0)
+        return None
+
+
+class _StoryStream:
+    """Where one story's event stream stands, shared by both clients' reconnect loops: the last event number
+    (sent back as Last-Event-ID; replays at or below it are dropped), whether the story ended, and how many
+    connections in a row delivered nothing."""
+
+    FINAL = frozenset({"done", "failed"})
+
+    def __init__(self, story_id: str, after: int, max_failures: int) -> None:
+        self.url = f"/v1/stories/{story_id}/events"
+        self.last_id = after
+        self.max_failures = max_failures
+        self.failures = 0
+        self.ended = False
+
+    @property
+    def open(self) -> bool:
+        return not self.ended and self.failures <= self.max_failures
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": str(self.last_id)} if self.last_id else {}
+
+    def accept(self, sse: ServerSentEvent) -> StoryEvent | None:
+        """The event carried by `sse`, or None for keep-alives and replays."""
+        if not sse.data or not sse.id.isdigit() or int(sse.id) <= self.last_id:
+            return None
+        event = StoryEvent.model_validate_json(sse.data)
+        self.last_id, self.failures = event.seq, 0
+        self.ended = event.type in self.FINAL
+        return event
+
+    def reconnect_delay(self) -> float:
+        self.failures += 1
+        return _backoff(self.failures - 1, None)
+
+
 class StudioClient:
     """Synchronous client. Retries 429/503 with exponential backoff (honouring Retry-After); resumes a
     dropped event stream with Last-Event-ID up to `stream_retries` times in a row (honouring `retry:`)."""
@@ -511,6 +595,59 @@ class StudioClient:
     def health(self) -> dict[str, Any]:
         return self._do(_Call("GET", "/healthz", parse=dict[str, Any]))
 
+    # stories
+    def create_story(self, prompts: list[str] | StoryCreate, **options: Any) -> Story:
+        """Queue a long story (docs/stories.md): `prompts` (one per frame) plus StoryCreate's fields as
+        options (rounds, seed, style, height, width, preset, layouts, …), or a StoryCreate."""
+        return self._do(_Call("POST", "/v1/stories", json=_story_body(prompts, options), parse=Story))
+
+    def get_story(self, story_id: str) -> Story:
+        """The story with its frames per round (image URLs included)."""
+        return self._do(_story_call("GET", story_id))
+
+    def list_stories(self, limit: int = 100, offset: int = 0) -> list[Story]:
+        return self._do(_Call("GET", "/v1/stories", params={"limit": limit, "offset": offset}, parse=list[Story]))
+
+    def cancel_story(self, story_id: str) -> Story:
+        return self._do(_story_call("POST", story_id, "/cancel"))
+
+    def delete_story(self, story_id: str) -> None:
+        self._do(_story_call("DELETE", story_id, parse=None))
+
+    def wait_story(
+        self,
+        story: Story | str,
+        timeout: float | None = 3600.0,
+        on_progress: Callable[[Story], None] | None = None,
+        poll_seconds: float = POLL_INTERVAL,
+    ) -> Story:
+        """Return the story once done (frames included), calling `on_progress` whenever more frames are drawn;
+        StoryFailedError if it failed, StoryTimeoutError after `timeout` seconds."""
+        waiter = _StoryWaiter(timeout, on_progress)
+        story_id = story if isinstance(story, str) else story.id
+        while (done := waiter.outcome(self.get_story(story_id))) is None:
+            time.sleep(waiter.deadline.clip(poll_seconds))
+        return done
+
+    def story_events(self, story_id: str, after: int = 0) -> Iterator[StoryEvent]:
+        """Follow the story's events (frame, round, done/failed) until it ends, resuming a dropped stream with
+        Last-Event-ID (at most `stream_retries` failed reconnects in a row)."""
+        stream = _StoryStream(story_id, after, self.stream_retries)
+        while stream.open:
+            with (
+                contextlib.suppress(httpx.TransportError),
+                connect_sse(self._http, "GET", stream.url, headers=stream.headers()) as source,
+            ):
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    _raise_for(source.response)
+                for sse in source.iter_sse():
+                    if (event := stream.accept(sse)) is not None:
+                        yield event
+                        if stream.ended:
+                            return
+            time.sleep(stream.reconnect_delay())
+
 
 class AsyncStudioClient:
     """The same API for asyncio."""
@@ -679,6 +816,51 @@ class AsyncStudioClient:
 
     async def health(self) -> dict[str, Any]:
         return await self._do(_Call("GET", "/healthz", parse=dict[str, Any]))
+
+    # stories
+    async def create_story(self, prompts: list[str] | StoryCreate, **options: Any) -> Story:
+        return await self._do(_Call("POST", "/v1/stories", json=_story_body(prompts, options), parse=Story))
+
+    async def get_story(self, story_id: str) -> Story:
+        return await self._do(_story_call("GET", story_id))
+
+    async def list_stories(self, limit: int = 100, offset: int = 0) -> list[Story]:
+        params = {"limit": limit, "offset": offset}
+        return await self._do(_Call("GET", "/v1/stories", params=params, parse=list[Story]))
+
+    async def cancel_story(self, story_id: str) -> Story:
+        return await self._do(_story_call("POST", story_id, "/cancel"))
+
+    async def delete_story(self, story_id: str) -> None:
+        await self._do(_story_call("DELETE", story_id, parse=None))
+
+    async def wait_story(
+        self,
+        story: Story | str,
+        timeout: float | None = 3600.0,
+        on_progress: Callable[[Story], None] | None = None,
+        poll_seconds: float = POLL_INTERVAL,
+    ) -> Story:
+        waiter = _StoryWaiter(timeout, on_progress)
+        story_id = story if isinstance(story, str) else story.id
+        while (done := waiter.outcome(await self.get_story(story_id))) is None:
+            await asyncio.sleep(waiter.deadline.clip(poll_seconds))
+        return done
+
+    async def story_events(self, story_id: str, after: int = 0) -> AsyncIterator[StoryEvent]:
+        stream = _StoryStream(story_id, after, self.stream_retries)
+        while stream.open:
+            with contextlib.suppress(httpx.TransportError):
+                async with aconnect_sse(self._http, "GET", stream.url, headers=stream.headers()) as source:
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        _raise_for(source.response)
+                    async for sse in source.aiter_sse():
+                        if (event := stream.accept(sse)) is not None:
+                            yield event
+                            if stream.ended:
+                                return
+            await asyncio.sleep(stream.reconnect_delay())
 
 
 def _image_path(image_id_or_url: str) -> str:

@@ -3,6 +3,7 @@ fastapi import here (the SDK imports this module). The service stores and emits 
 
 from __future__ import annotations
 
+from studio.stories import Story, StoryEvent
 from studio.subjects import Subject
 from studio.turns import SubjectView, Turn, TurnEvent
 
@@ -43,3 +44,19 @@ def event_with_urls(event: TurnEvent) -> TurnEvent:
 
 def subject_view(subject: Subject) -> SubjectView:
     return SubjectView(**subject.model_dump(), reference_url=_optional_url(subject.reference_image_id))
+
+
+def story_with_urls(story: Story) -> Story:
+    rounds = [
+        [frame.model_copy(update={"image_url": image_url(frame.image_id)}) for frame in frames]
+        for frames in story.rounds
+    ]
+    return story.model_copy(update={"rounds": rounds})
+
+
+def story_event_with_urls(event: StoryEvent) -> StoryEvent:
+    """A `frame` event carries the image id; the stream adds its URL."""
+    image_id = event.data.get("image_id")
+    if event.type != "frame" or not image_id:
+        return event
+    return event.model_copy(update={"data": {**event.data, "image_url": image_url(image_id)}})

@@ -1,4 +1,4 @@
-"""The `studio` command: serve, keys, chat, demo, bench."""
+"""The `studio` command: serve, keys, chat, story, demo, bench."""
 
 from __future__ import annotations
 
@@ -279,6 +279,79 @@ def chat(
                 continue
             console.print(_plan_table(turn))
             console.print("saved: " + ", ".join(_save_turn(client, turn, out)))
+
+
+def _story_file(path: Path) -> dict[str, Any]:
+    """The story in FILE: JSON or YAML (a list of prompts, or an object with `prompts` and other StoryCreate
+    fields), else plain text with one prompt per non-empty line."""
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".yaml", ".yml"):
+        if suffix == ".json":
+            loaded = json.loads(text)
+        else:
+            try:
+                import yaml
+            except ImportError as exc:
+                raise typer.BadParameter("reading YAML needs PyYAML (pip install pyyaml)", param_hint="FILE") from exc
+            loaded = yaml.safe_load(text)
+        if isinstance(loaded, list):
+            return {"prompts": loaded}
+        if isinstance(loaded, dict) and "prompts" in loaded:
+            return loaded
+        raise typer.BadParameter("give a list of prompts or an object with 'prompts'", param_hint="FILE")
+    return {"prompts": [line.strip() for line in text.splitlines() if line.strip()]}
+
+
+@app.command()
+def story(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="prompts: JSON, YAML or one per line")],
+    url: Annotated[str, typer.Option(help="service URL")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(envvar="STUDIO_API_KEY", help="bearer API key")] = None,
+    rounds: Annotated[int | None, typer.Option(min=0, help="refinement rounds after round 0 (default 10)")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="the seed of every frame and round (default: random)")] = None,
+    style: Annotated[str | None, typer.Option(help="style template: storybook, comic, watercolor, film")] = None,
+    size: Annotated[str | None, typer.Option(help="canvas: N for N×N or WIDTHxHEIGHT (multiples of 8)")] = None,
+    preset: Annotated[str | None, typer.Option(help="model preset (default: tiny)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="denoising steps per frame")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the frames: one sub-folder per round")] = Path("story-output"),
+) -> None:
+    """Long-story mode (docs/stories.md): draw every prompt of FILE as a frame, then refine all frames for
+    --rounds rounds, each round attending to every frame of the round before. Shows progress per frame and per
+    round and saves OUT/round-RR/frame-FFF.png as frames arrive. Options override the file's fields."""
+    from api.client import StudioClient, StudioError
+
+    body = _story_file(file)
+    options = {"rounds": rounds, "seed": seed, "style": style, "preset": preset, "steps": steps}
+    body.update({name: value for name, value in options.items() if value is not None})
+    if size is not None:
+        body["height"], body["width"] = _canvas(size, 0, 0)
+    with StudioClient(url, api_key=api_key) as client:
+        try:
+            created = client.create_story(body.pop("prompts"), **body)
+        except (StudioError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="FILE") from exc
+        n = created.frame_count
+        console.print(f"story {created.id}: {n} frames × {created.round_count} rounds (seed {created.seed})")
+        with _progress() as progress:
+            overall = progress.add_task("story", total=created.frames_total)
+            this_round = progress.add_task("round 0", total=n)
+            for event in client.story_events(created.id):
+                if event.type == "frame":
+                    folder = out / f"round-{event.data['round']:02d}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    picture = client.get_image(event.data["image_id"])
+                    (folder / f"frame-{event.data['index']:03d}.png").write_bytes(picture)
+                    progress.advance(overall)
+                    progress.advance(this_round)
+                elif event.type == "round":
+                    console.print(f"round {event.data['round']} done")
+                    progress.reset(this_round, total=n, description=f"round {event.data['round'] + 1}")
+        final = client.get_story(created.id)
+    if final.status != "done":
+        console.print(f"[red]story {final.id} {final.status}: {final.error}[/red]")
+        raise typer.Exit(1)
+    console.print(f"story {final.id} done: {final.frames_done} frames saved in {out.resolve()}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from studio.service import TurnService
 from studio.settings import Settings
 from studio.storage.database import Database
 from studio.storage.images import FileImageStore
+from studio.story_runner import StoryRunner
 
 
 class PresetDrawer:
@@ -109,7 +110,7 @@ def build_service(settings: Settings, engine: TurnEngine | None = None, drawer: 
     db = Database(settings.resolved_database_url)
     db.migrate()
     images = FileImageStore(settings.data_dir / "images")
-    drawer = drawer or (build_drawer(settings) if engine is None else None)
+    drawer = drawer or (build_drawer(settings) if engine is None else None)  # models load on first use
     if engine is None:
         engine = build_engine(settings, drawer, images)
     check_reachable = getattr(drawer, "check_reachable", None)
@@ -118,4 +119,5 @@ def build_service(settings: Settings, engine: TurnEngine | None = None, drawer: 
     service = TurnService(settings, db, images, engine)
     if check_reachable is not None:
         service.admission_checks.append(check_reachable)
+    service.stories = StoryRunner(service, drawer or build_drawer(settings))
     return service

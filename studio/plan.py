@@ -136,7 +136,7 @@ class TurnPlan(BaseModel):
         return self.negative or ""
 
     def global_prompt(self) -> str:
-        """"<background> with <phrase1>, <phrase2>, …" over every item (the caption the metrics and messages use).
+        """ "<background> with <phrase1>, <phrase2>, …" over every item (the caption the metrics and messages use).
         The drawer's global prompt keeps mother subjects only, as AutoStudio does: drawer.batches.scene_prompt."""
         phrases = ", ".join(item.phrase for item in self.items)
         if self.background and phrases:

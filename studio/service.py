@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studio.cancellation import StoredCancel
 from studio.draw import DrawSettings
@@ -34,6 +34,9 @@ from studio.storage.database import Database
 from studio.storage.images import FileImageStore
 from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
 from studio.turns import CropView, EventType, Session, Turn, TurnEvent, TurnRequest, TurnStatus
+
+if TYPE_CHECKING:
+    from studio.story_runner import StoryRunner
 
 __all__ = ["IdempotencyKeyReused", "QueueFull", "RequestRejected", "SessionGone", "TurnService"]
 
@@ -59,6 +62,9 @@ class TurnService:
         self.bus = EventBus()
         self._pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="turn-worker")
         self._cancel_poll_seconds = cancel_poll_seconds
+        self.cancel_poll_seconds = cancel_poll_seconds
+        self.stories: StoryRunner | None = None
+        """The long-story runner (studio/story_runner.py), set by the composition root; it shares the pool."""
         self._lock = threading.Lock()
         self._active: set[str] = set()
         """Sessions with a task in the pool (waiting or running): at most one each, so turns stay ordered."""
@@ -93,6 +99,8 @@ class TurnService:
                 return
             self._started = True
         self._find_work()
+        if self.stories is not None:
+            self.stories.start()
         self._ticker.start()
         if self.listener is not None:
             self.listener.start()
@@ -104,10 +112,21 @@ class TurnService:
             self._closed = True
             for _, cancel in self._running.values():
                 cancel.set()
+        if self.stories is not None:
+            self.stories.close()
         self._ticker.stop()
         if self.listener is not None:
             self.listener.stop()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def run_in_pool(self, task: Callable[[], None]) -> bool:
+        """Queue a task (a story's next frame) on the worker pool behind every waiting session; False when the
+        pool is shut down."""
+        try:
+            self._pool.submit(task)
+        except RuntimeError:
+            return False
+        return True
 
     def driven_turns(self) -> int:
         """How many turns this process drives now (for /metrics)."""
@@ -117,6 +136,8 @@ class TurnService:
     def _tick(self) -> None:
         self._renew_leases()
         self._find_work()
+        if self.stories is not None:
+            self.stories.start()  # stories whose lease ran out (their process died) are taken over here too
 
     def _find_work(self) -> None:
         for session_id in self.db.claimable_sessions():

@@ -577,9 +577,18 @@ class Database:
         return True
 
     def image_visible_to(self, image_id: str, tenant: str) -> bool:
+        """True when one of the tenant's sessions or stories holds the image."""
         query = select(schema.images.c.id).where(schema.images.c.id == image_id, schema.images.c.tenant == tenant)
+        frames, stories = schema.story_frames, schema.stories
+        in_story = (
+            select(frames.c.image_id)
+            .join(stories, stories.c.id == frames.c.story_id)
+            .where(frames.c.image_id == image_id, stories.c.tenant == tenant)
+        )
         with self.tx() as conn:
-            return conn.execute(query.limit(1)).first() is not None
+            return (
+                conn.execute(query.limit(1)).first() is not None or conn.execute(in_story.limit(1)).first() is not None
+            )
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -706,7 +715,8 @@ def _unreferenced(conn: Connection, image_ids: set[str]) -> list[str]:
     if not image_ids:
         return []
     query = select(schema.images.c.id).where(schema.images.c.id.in_(image_ids)).distinct()
-    return sorted(image_ids - set(conn.execute(query).scalars()))
+    in_stories = select(schema.story_frames.c.image_id).where(schema.story_frames.c.image_id.in_(image_ids))
+    return sorted(image_ids - set(conn.execute(query).scalars()) - set(conn.execute(in_stories).scalars()))
 
 
 def _canonical(request: TurnRequest) -> str:

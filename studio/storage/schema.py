@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -102,4 +104,34 @@ events = Table(
     Column("turn_id", String(32), nullable=False),
     Column("turn_index", Integer, nullable=False),
     Column("data", JSON, nullable=False),
+)
+
+stories = Table(
+    "stories",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("title", String(200), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("current_round", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False, server_default=false()),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_stories_status", stories.c.status)
+
+story_frames = Table(
+    "story_frames",
+    metadata,
+    Column("story_id", String(32), ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("image_id", String(64), nullable=False, index=True),
+    Column("seconds", Float, nullable=False, default=0.0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -22,6 +22,7 @@ from studio.service import TurnService
 from studio.settings import Settings
 from studio.storage.database import Database
 from studio.storage.images import FileImageStore
+from studio.story_runner import StoryRunner
 from studio.turn_steps import build_draw_job, draw_and_memorize
 from tests.agents.fakes import FakeDrawer, png
 
@@ -106,7 +107,9 @@ def make_service(
     db.migrate()
     images = FileImageStore(tmp_path / "images")
     engine = ScriptedEngine(images)
-    return TurnService(settings, db, images, engine, cancel_poll_seconds=cancel_poll_seconds), engine
+    service = TurnService(settings, db, images, engine, cancel_poll_seconds=cancel_poll_seconds)
+    service.stories = StoryRunner(service, engine.drawer)
+    return service, engine
 
 
 @pytest.fixture
