@@ -82,15 +82,17 @@ def _text_config(hidden: int = _TEXT_HIDDEN) -> CLIPTextConfig:
     )
 
 
-def _vae() -> AutoencoderKL:
+def tiny_vae() -> AutoencoderKL:
+    """AutoencoderKL with the real one's shape (4 levels, so factor 8; mid-block attention) at tiny widths."""
     return AutoencoderKL(
-        block_out_channels=(16, 32),
+        block_out_channels=(4, 8, 16, 16),
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
-        norm_num_groups=8,
+        layers_per_block=1,
+        norm_num_groups=4,
     )
 
 
@@ -182,16 +184,40 @@ def _hidden_size_of(unet: UNet2DConditionModel, processor_name: str) -> int:
 
 
 def tiny_sd15_unet() -> UNet2DConditionModel:
+    """SD1.5's UNet shape at tiny widths: 4 levels, cross-attention at the first three (latent/1, /2, /4) and
+    none at the lowest-resolution one, as in the real model."""
     return UNet2DConditionModel(
-        block_out_channels=(32, 64),
+        block_out_channels=(8, 16, 32, 32),
         layers_per_block=1,
-        sample_size=32,
+        sample_size=64,
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=_TEXT_HIDDEN,
-        attention_head_dim=8,
+        attention_head_dim=(1, 2, 4, 4),  # diffusers reads it as heads per level (SD1.5's config quirk)
+        norm_num_groups=8,
+    )
+
+
+def tiny_sdxl_unet() -> UNet2DConditionModel:
+    """SDXL's UNet shape at tiny widths: 3 levels, no attention at the first (full latent resolution), deeper
+    transformers at the lowest level, text_time added conditioning."""
+    return UNet2DConditionModel(
+        block_out_channels=(8, 16, 32),
+        layers_per_block=1,
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * _TEXT_HIDDEN,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=_TEXT_HIDDEN + 6 * 8,
+        use_linear_projection=True,
+        attention_head_dim=(1, 2, 4),
+        transformer_layers_per_block=(1, 1, 2),
         norm_num_groups=8,
     )
 
@@ -202,13 +228,13 @@ def build_tiny_sd15(
     plus: bool = False,
     unet_factory: Callable[[], UNet2DConditionModel] | None = None,
 ) -> StableDiffusionPipeline:
-    """SD1.5-shaped pipeline: 2-level UNet, VAE factor 2, 32-wide CLIP text encoder (float32, CPU). `plus`
+    """SD1.5-shaped pipeline: 4-level UNet, VAE factor 8, 32-wide CLIP text encoder (float32, CPU). `plus`
     loads an IP-Adapter-Plus (Resampler, 16 tokens from the encoder's penultimate hidden states).
     `unet_factory` swaps in another UNet (e.g. a mid-size one for benchmarks); the text encoder follows its
     cross-attention width."""
     torch.manual_seed(seed)
     unet = (unet_factory or tiny_sd15_unet)()
-    vae = _vae()
+    vae = tiny_vae()
     text_encoder = CLIPTextModel(_text_config(unet.config.cross_attention_dim))
     image_encoder, feature_extractor = _image_encoder()
     ip_state = random_ip_adapter_state_dict(unet)
@@ -232,26 +258,10 @@ def build_tiny_sd15(
 
 
 def build_tiny_sdxl(with_ip_adapter: bool = True, seed: int = TINY_SEED) -> StableDiffusionXLPipeline:
-    """SDXL-shaped pipeline: two text encoders (32 + 32), text_time added conditioning, 2-level UNet."""
+    """SDXL-shaped pipeline: two text encoders (32 + 32), text_time added conditioning, 3-level UNet, VAE factor 8."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=2 * _TEXT_HIDDEN,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=_TEXT_HIDDEN + 6 * 8,
-        use_linear_projection=True,
-        attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 2),
-        norm_num_groups=8,
-    )
-    vae = _vae()
+    unet = tiny_sdxl_unet()
+    vae = tiny_vae()
     text_encoder = CLIPTextModel(_text_config())
     text_encoder_2 = CLIPTextModelWithProjection(_text_config())
     image_encoder, feature_extractor = _image_encoder()

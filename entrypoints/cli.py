@@ -359,7 +359,8 @@ def demo(
     out: Annotated[Path, typer.Option(help="where images, data and summary.json go")] = Path("demo-output"),
     steps: Annotated[int, typer.Option(help="denoising steps per turn")] = 10,
     size: Annotated[
-        int | None, typer.Option(help="canvas side in pixels (multiple of 8); default by preset: tiny 128, SD1.5 512")
+        int | None,
+        typer.Option(help="canvas side in pixels (multiple of 8); default by preset: 512 for tiny/sd15, 1024 for SDXL"),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="model preset (default from settings: tiny)")] = None,
     turns: Annotated[int, typer.Option(help="how many turns of the scripted dialogue to run")] = len(DEMO_DIALOGUE),
@@ -386,8 +387,8 @@ def demo(
         )
         preset_name = preset or settings.default_preset
         kind = settings.preset(preset_name).kind
-        # the tiny models' VAE downsamples only 2x: 128 px already means 64x64 latents
-        size = size or {"tiny": 128, "tiny-sdxl": 128, "sd15": 512}.get(kind, 1024)
+        # the native canvas of the architecture (the tiny presets are shaped like SD1.5 and SDXL)
+        size = size or {"tiny": 512, "sd15": 512}.get(kind, 1024)
         draw = DrawSettings(preset=preset_name, steps=steps, seed=1234)  # the other step counts follow `steps`
         summary.update(preset=preset_name, size=size)
         key = _database(settings).create_key("demo", "studio demo")

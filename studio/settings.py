@@ -34,8 +34,9 @@ class ModelPreset(BaseModel):
 
 def default_presets() -> dict[str, ModelPreset]:
     return {
+        # the tiny presets accept the canvases of the real models they are shaped like (sd15, sdxl below)
         "tiny": ModelPreset(kind="tiny", dtype="float32", device="cpu", max_side=1024),
-        "tiny-sdxl": ModelPreset(kind="tiny-sdxl", dtype="float32", device="cpu", max_side=1024),
+        "tiny-sdxl": ModelPreset(kind="tiny-sdxl", dtype="float32", device="cpu", max_side=2048),
         "sd15": ModelPreset(
             kind="sd15",
             base="stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -57,3 +57,46 @@ def test_the_readme_sdk_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with BackgroundServer(service.settings, app=create_app(service)) as server:
         exec(example.replace("http://127.0.0.1:8000", server.url).replace("sk-studio-…", key), {})
     assert (tmp_path / "turn1.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_readme_explicit_plan_is_posted_as_its_curl_line_says(tmp_path: Path) -> None:
+    """The Presets section's `{"plan": …}` body, sent to the path of its curl line, is accepted whole."""
+    import json
+
+    import httpx
+
+    from api.client import StudioClient
+    from studio.plan import TurnPlan
+
+    (block,) = [b for b in code_blocks("json") if '"plan"' in b]
+    body = json.loads(block)
+    plan = TurnPlan.model_validate(body["plan"])
+    assert plan.items and all(item.box is not None for item in plan.items)
+    (curl,) = [line for b in code_blocks("bash") for line in b.splitlines() if line.startswith("curl ")]
+    path = re.search(r"http://127\.0\.0\.1:8000(\S+)", curl)
+    assert path is not None and "-X POST" in curl
+    service, _ = make_service(tmp_path / "server", port=free_port())
+    key = service.db.create_key("readme")
+    with (
+        BackgroundServer(service.settings, app=create_app(service)) as server,
+        StudioClient(server.url, api_key=key) as client,
+    ):
+        session = client.create_session(height=plan.height, width=plan.width)
+        url = server.url + path.group(1).replace("$SESSION", session.id)
+        response = httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 202, response.text
+        turn = client.wait(client.get_turn(session.id, response.json()["index"]), timeout=30)
+    assert turn.plan is not None and turn.plan.items == plan.items and turn.plan.caption == plan.caption
+
+
+@pytest.mark.parametrize("index", range(len(code_blocks("toml"))))
+def test_every_readme_toml_example_loads(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.settings import Settings
+
+    config = tmp_path / "studio.toml"
+    config.write_text(code_blocks("toml")[index])
+    monkeypatch.setenv("STUDIO_CONFIG_FILE", str(config))
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    settings = Settings()
+    preset = settings.preset()
+    assert preset.base is not None and settings.default_preset in settings.presets

@@ -36,15 +36,18 @@ def fast_settings(**overrides: object) -> DrawSettings:
     return DrawSettings(**values)
 
 
-def two_subject_plan(height: int = 64, width: int = 96) -> TurnPlan:
+def two_subject_plan(height: int = 64, width: int = 96, scale: int = 1) -> TurnPlan:
+    """A girl and a dog on a `height` x `width` canvas; `scale` multiplies the canvas and the boxes."""
     return TurnPlan(
-        height=height,
-        width=width,
+        height=height * scale,
+        width=width * scale,
         background="a park",
         negative="blurry",
         items=[
-            PlanItem(subject_id="1", phrase="a girl with a red scarf", box=Box(x=0, y=8, w=40, h=48)),
-            PlanItem(subject_id="2", phrase="a brown dog", box=Box(x=56, y=16, w=32, h=40)),
+            PlanItem(
+                subject_id="1", phrase="a girl with a red scarf", box=Box(x=0, y=8, w=40, h=48).scaled(scale, scale)
+            ),
+            PlanItem(subject_id="2", phrase="a brown dog", box=Box(x=56, y=16, w=32, h=40).scaled(scale, scale)),
         ],
     )
 

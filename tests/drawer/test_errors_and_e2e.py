@@ -81,7 +81,8 @@ def test_sdxl_pooled_embeddings_follow_their_prompts(tiny_sdxl_drawer: Drawer) -
 
     pipe = tiny_sdxl_drawer.pipe
     plan = two_subject_plan()
-    batch = main_batch(pipe, plan, fast_settings(), None, {}, torch.zeros(1, 4, 32, 48), [])
+    latents = torch.zeros(1, 4, plan.height // pipe.vae_scale_factor, plan.width // pipe.vae_scale_factor)
+    batch = main_batch(pipe, plan, fast_settings(), None, {}, latents, [])
     _, _, pooled, _ = pipe.encode_prompt(prompt=plan.global_prompt(), do_classifier_free_guidance=False)
     _, _, neg_pooled, _ = pipe.encode_prompt(prompt=plan.negative_prompt or "x", do_classifier_free_guidance=False)
     kwargs = batch.prompts.pipeline_kwargs()

@@ -235,7 +235,9 @@ def test_single_region_equals_stock_pipeline(tiny_drawer: Drawer, mode: str) -> 
         prompt = "a red fox"
     ours = _pixels(tiny_drawer.draw(DrawJob(plan=plan, settings=settings)).image)
     stock = build_tiny_sd15(with_ip_adapter=False)
-    noise = torch.randn((1, 4, H // 2, W // 2), generator=torch.Generator().manual_seed(5))
+    noise = torch.randn(
+        (1, 4, H // stock.vae_scale_factor, W // stock.vae_scale_factor), generator=torch.Generator().manual_seed(5)
+    )
     image = stock(
         prompt=prompt,
         negative_prompt="blurry",
@@ -264,7 +266,9 @@ def test_refine_from_step_zero_equals_stock_global_prompt(tiny_drawer: Drawer) -
     settings = fast_settings(seed=4, subject_init=False, refine_step=0)
     ours = _pixels(tiny_drawer.draw(DrawJob(plan=plan, settings=settings)).image)
     stock = build_tiny_sd15(with_ip_adapter=False)
-    noise = torch.randn((1, 4, H // 2, W // 2), generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(
+        (1, 4, H // stock.vae_scale_factor, W // stock.vae_scale_factor), generator=torch.Generator().manual_seed(4)
+    )
     image = stock(
         prompt=plan.global_prompt(),
         negative_prompt="blurry",

@@ -126,7 +126,7 @@ def test_edit_keeps_previous_pixels_outside_the_regenerated_box(which: str, requ
     before, after = _pixels(first.image), _pixels(edited.image)
     changed = np.abs(before - after).sum(-1) > 0
     inside = np.zeros_like(changed)
-    inside[16:56, 56:88] = True  # subject 2's box (x 56..88, y 16..56) on latent cells of 2 px
+    inside[16:56, 56:88] = True  # subject 2's box (x 56..88, y 16..56) on latent cell edges
     assert not changed[~inside].any(), "pixels outside the regenerated box are kept exactly"
     assert changed[inside].mean() > 0.5
 
@@ -134,7 +134,8 @@ def test_edit_keeps_previous_pixels_outside_the_regenerated_box(which: str, requ
 def test_edit_strength_below_one_pins_the_whole_picture_first(tiny_drawer: Drawer) -> None:
     plan = _edit_job(png("blue", (96, 64)), strength=0.5).plan
     previous = Image.new("RGB", (96, 64), "blue")
-    noise = torch.zeros(1, 4, 32, 48)
+    latent_size = (64 // tiny_drawer.pipe.vae_scale_factor, 96 // tiny_drawer.pipe.vae_scale_factor)
+    noise = torch.zeros(1, 4, *latent_size)
     settings = fast_settings()
     blends, regenerate = edit_blends(tiny_drawer.pipe, plan, settings, previous, noise)
     pinned, kept = blends
@@ -142,7 +143,7 @@ def test_edit_strength_below_one_pins_the_whole_picture_first(tiny_drawer: Drawe
     assert kept.until_step == settings.steps and kept.clean_at_end
     assert torch.equal(kept.mask, 1 - regenerate)
     tiny_drawer.pipe.scheduler.set_timesteps(settings.steps)
-    latents = torch.randn(1, 4, 32, 48)
+    latents = torch.randn(1, 4, *latent_size)
     last = kept(settings.steps - 1, latents)
     keep = kept.mask.bool().expand_as(latents)
     assert torch.equal(last[keep], kept.target.expand_as(latents)[keep]), "the kept region ends on the old latents"
