@@ -72,8 +72,10 @@ class Studio:
         return self.page.locator(selector)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an asyncio loop running on
+    the main thread while it is open, which would break `asyncio.run` in the tests that come after."""
     with playwright_sync.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium

@@ -56,9 +56,14 @@ def test_metrics_and_status_show_the_pool(
     assert metrics[("studio_job_seconds_count", (("preset", "tiny"), ("stage", "draw")))] == 1
     assert metrics[("studio_job_seconds_count", (("preset", "tiny"), ("stage", "queue")))] == 1
 
-    result = CliRunner().invoke(cli, ["status", "--json"], env=settings_env(pool_settings))
-    assert result.exit_code == 0, result.output
-    snapshot = json.loads(result.stdout)
+    def status() -> dict:
+        result = CliRunner().invoke(cli, ["status", "--json"], env=settings_env(pool_settings))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    # the job count travels with the worker's next heartbeat
+    wait_until(lambda: [b["jobs_done"] for b in status()["workers"]] == [1], 15, "the heartbeat counting the job")
+    snapshot = status()
     assert snapshot["presets"]["tiny"] == {"workers": 1, "in_flight": 0, "queued": 0}
     assert snapshot["presets"]["tiny-sdxl"]["queued"] == 1
     [beat] = snapshot["workers"]
