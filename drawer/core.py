@@ -13,18 +13,20 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from drawer.batches import main_batch, prerender_inputs
-from drawer.conditioning import encode_references, has_ip_adapter
+from drawer.conditioning import ReferenceEmbeds, encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
 from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
+from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import install_parallel_attention
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
 from drawer.subject_init import group_subjects, prerender_and_collage
 from drawer.validation import check_job
-from studio.draw import DrawJob, DrawResult, SubjectCrop
+from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
+from studio.failures import DrawError
 from studio.images import encode_png
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
@@ -104,7 +106,7 @@ class Drawer:
                 if previous.size != (plan.width, plan.height):
                     previous = previous.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
         only = set(plan.edit.regenerate_subject_ids) if plan.edit is not None else None
-        prerender = settings.subject_init and settings.subject_init_steps > 0 and bool(group_subjects(plan, only))
+        prerender = wants_prerender(settings, group_subjects(plan, only))
         progress = Progress(settings.steps + (settings.prerender_steps if prerender else 0), on_step, cancel)
         progress.check_cancel()
 
@@ -137,6 +139,7 @@ class Drawer:
         with timer.stage("denoise"):
             latents = self._start_latents(noise, hooks, settings.steps)
             batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
+            batch.global_frames = self._global_frames(job, settings, timer)
             image = render(pipe, batch, progress)[0]
         if regenerate is not None and previous is not None:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
@@ -150,6 +153,16 @@ class Drawer:
             crops=crops,
             timings=timer.timings,
         )
+
+    def _global_frames(self, job: DrawJob, settings: DrawSettings, timer: Timer) -> ReferenceEmbeds | None:
+        """Story-Adapter's frames of the previous round, encoded in one batch (None: round 0, or GRCA off)."""
+        if "global_reference" not in settings.mechanisms or not job.global_references:
+            return None
+        if not self.uses_references:
+            raise DrawError("global_reference needs a preset with an IP-Adapter")
+        with timer.stage("encode"):
+            frames = [decode_image(data, f"global reference frame {i}") for i, data in enumerate(job.global_references)]
+            return encode_references(self.pipe, frames)
 
     def _use_scheduler(self, name: str) -> None:
         if name not in self._schedulers:

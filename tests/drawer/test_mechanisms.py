@@ -425,7 +425,8 @@ def test_weight_settings_reach_the_main_batch_attention(
 ) -> None:
     attn, calls = first_attn2
     plan = two_subject_plan()
-    settings = fast_settings(seed=4, steps=1, subject_init=False, subject_init_steps=1, refine_step=None).model_copy(update=changes)
+    settings = fast_settings(seed=4, steps=1, subject_init=False, subject_init_steps=1, refine_step=None)
+    settings = settings.model_copy(update=changes)
     tiny_drawer.draw(DrawJob(plan=plan, references={"1": png("red"), "2": png("blue")}, settings=settings))
     (call,) = calls
     assert call.active and call.image_tokens is not None
