@@ -12,12 +12,13 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from drawer.batches import main_batch, prerender_inputs
+from drawer.batches import main_batch, prerender_inputs, scene_prompt
 from drawer.conditioning import ReferenceEmbeds, encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
 from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
+from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import install_parallel_attention
 from drawer.render import render
@@ -77,6 +78,8 @@ class Drawer:
         install_parallel_attention(pipe.unet)
         self._scheduler_config = dict(pipe.scheduler.config)
         self._schedulers: dict[str, object] = {"default": pipe.scheduler}
+        self.anchors = AnchorStore()
+        """Per-subject ConsiStory anchor caches across turns (in memory; see docs/mechanisms.md)."""
 
     @property
     def vae_scale_factor(self) -> int:
@@ -140,7 +143,10 @@ class Drawer:
             latents = self._start_latents(noise, hooks, settings.steps)
             batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
             batch.global_frames = self._global_frames(job, settings, timer)
+            batch.shared = self._shared_setup(job) if "shared_attention" in settings.mechanisms else None
             image = render(pipe, batch, progress)[0]
+            if batch.shared is not None:
+                self.anchors.offer(batch.shared.recorded)
         if regenerate is not None and previous is not None:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
         with timer.stage("locate"):
@@ -163,6 +169,30 @@ class Drawer:
         with timer.stage("encode"):
             frames = [decode_image(data, f"global reference frame {i}") for i, data in enumerate(job.global_references)]
             return encode_references(self.pipe, frames)
+
+    def _shared_setup(self, job: DrawJob) -> SharedSetup:
+        """Shared attention in a turn: one image; each planned subject with a usable anchor cache is attended to
+        inside its box, and every subject's patches are recorded for later turns."""
+        plan, shared = job.plan, job.settings.shared_attention
+        prompt = scene_prompt(plan, plan.items)
+        cached = []
+        for item in plan.items:
+            cache = self.anchors.usable(item.subject_id, job.references.get(item.subject_id))
+            if cache is not None:
+                cached.append((cache, 0, item.box))
+        return SharedSetup(
+            subject_tokens=[
+                {item.subject_id: prompt_token_positions(self.pipe, prompt, item.detection_name) for item in plan.items}
+            ],
+            anchors=[],
+            mask_dropout=shared.mask_dropout,
+            vanilla_query_steps=shared.vanilla_query_steps,
+            cached=cached,
+            record={
+                item.subject_id: (0, item.box, reference_hash(job.references.get(item.subject_id)))
+                for item in plan.items
+            },
+        )
 
     def _use_scheduler(self, name: str) -> None:
         if name not in self._schedulers:
