@@ -176,6 +176,7 @@ class SharedAttentionContext:
         """Per image, subject id → bool mask at the record grid (no dropout)."""
         self.kept: dict[int, torch.Tensor] = {}
         """Token count → [images, tokens] bool: anchor subject patches after dropout (the shared keys)."""
+        self.kept_index: dict[int, list[torch.Tensor]] = {}
         self.box_masks: dict[int, list[tuple[AnchorCache, int, torch.Tensor]]] = {}
         self.recorded = setup.recorded
         self.cache_reads = 0
@@ -223,6 +224,14 @@ class SharedAttentionContext:
             union = torch.stack([self._union(i, grid) for i in range(self.images)])
             keep = torch.rand(union.shape, generator=self.generator) >= self.setup.mask_dropout
             self.kept[tokens] = union & keep
+        self.index_kept()
+
+    def index_kept(self, device: torch.device | None = None) -> None:
+        """The kept patches as index tensors per image (what the self-attention gathers)."""
+        self.kept_index = {
+            tokens: [torch.nonzero(row).flatten().to(device or "cpu") for row in kept]
+            for tokens, kept in self.kept.items()
+        }
 
     def _union(self, image: int, grid: Grid) -> torch.Tensor:
         assert self.subject_masks is not None
@@ -252,22 +261,35 @@ class SharedAttentionContext:
         layer = self.layer_names.get(id(attn), "")
         self._record_anchor_patches(layer, hidden_states, length)
         query, key, value = (_heads(proj(hidden_states), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
-        own = F.scaled_dot_product_attention(query, key, value)
-        out = own.clone()
-        kept = self.kept.get(length)
+        weight = self.blend_weight()
+        kept = self.kept_index.get(length) if self.setup.anchors else None
+        if kept is not None and kept and kept[0].device != key.device:
+            kept = self.kept_index[length] = [index.to(key.device) for index in kept]
         halves = 2 if self.guided else 1
-        if kept is not None and self.setup.anchors:
+        shared_rows: dict[int, torch.Tensor] = {}
+        if kept is not None:
             for half in range(halves):
                 for i in range(self.images):
-                    row = half * self.images + i
-                    others = [half * self.images + j for j in self.setup.anchors if j != i]
+                    others = [j for j in self.setup.anchors if j != i]
                     if not others:
                         continue
-                    keys = torch.cat([key[row], *(key[r][:, kept[r % self.images].to(key.device)] for r in others)], 1)
-                    values = torch.cat(
-                        [value[row], *(value[r][:, kept[r % self.images].to(key.device)] for r in others)], 1
+                    row = half * self.images + i
+                    anchor_rows = [half * self.images + j for j in others]
+                    keys = torch.cat(
+                        [key[row], *(key[r].index_select(1, kept[r % self.images]) for r in anchor_rows)], 1
                     )
-                    out[row] = F.scaled_dot_product_attention(query[row], keys, values)
+                    values = torch.cat(
+                        [value[row], *(value[r].index_select(1, kept[r % self.images]) for r in anchor_rows)], 1
+                    )
+                    shared_rows[row] = F.scaled_dot_product_attention(query[row], keys, values)
+        if len(shared_rows) == key.shape[0] and weight == 0:
+            out = torch.stack([shared_rows[r] for r in range(key.shape[0])])
+            own = out
+        else:
+            own = F.scaled_dot_product_attention(query, key, value)
+            out = own.clone()
+            for row, shared in shared_rows.items():
+                out[row] = shared
         for cache, image, inside in self.box_masks.get(length, []):
             patches = cache.at(self.step, self.steps, layer)
             if patches is None or self.step == 0:
@@ -282,7 +304,6 @@ class SharedAttentionContext:
                     query[row], torch.cat([key[row], extra_key], 1), torch.cat([value[row], extra_value], 1)
                 )
                 out[row][:, inside.to(out.device)] = shared[:, inside.to(out.device)]
-        weight = self.blend_weight()
         if weight > 0:
             out = weight * own + (1 - weight) * out
         out = out.transpose(1, 2).reshape(rows, length, -1).to(query.dtype)

@@ -64,6 +64,7 @@ def test_image_sees_the_anchors_subject_patches_but_not_its_background(
     ctx = _context(tiny_drawer, anchors=[0])
     subject = _subject_left_half(grid.tokens, grid.width)
     ctx.kept = {grid.tokens: torch.stack([subject, subject])}
+    ctx.index_kept()
     ctx.step = 1
     hidden = _inputs(up_attn1, grid.tokens)
     base = _run(up_attn1, hidden, ctx if on else None)
@@ -84,6 +85,7 @@ def test_halves_attend_within_their_own_half(tiny_drawer: Drawer, up_attn1: Atte
     ctx = _context(tiny_drawer, anchors=[0])
     everything = torch.ones(grid.tokens, dtype=torch.bool)
     ctx.kept, ctx.step = {grid.tokens: torch.stack([everything, everything])}, 1
+    ctx.index_kept()
     hidden = _inputs(up_attn1, grid.tokens)
     changed = hidden.clone()
     changed[0] += 1.0  # the anchor's unconditional half only
@@ -96,6 +98,7 @@ def test_non_up_blocks_stay_stock(tiny_drawer: Drawer) -> None:
     grid = unet_grids(tiny_drawer.pipe.unet, H, W, 2)[0]
     ctx = _context(tiny_drawer, anchors=[0])
     ctx.kept, ctx.step = {grid.tokens: torch.ones(2, grid.tokens, dtype=torch.bool)}, 1
+    ctx.index_kept()
     hidden = _inputs(attn, grid.tokens)
     with torch.no_grad():
         assert torch.equal(_run(attn, hidden, ctx), AttnProcessor2_0()(attn, hidden))
