@@ -27,6 +27,16 @@ AUTOSTUDIO_MECHANISMS: tuple[Mechanism, ...] = ("regional", "subject_reference",
 """The default set: AutoStudio as published."""
 
 
+def parse_mechanisms(text: str) -> list[Mechanism]:
+    """The CLI form `a,b,c` (empty: no mechanism, plain attention); names are checked by DrawSettings."""
+    return [name.strip() for name in text.split(",") if name.strip()]  # type: ignore[misc]
+
+
+MECHANISMS_HELP = (
+    "comma-separated consistency mechanisms (docs/mechanisms.md); default regional,subject_reference,subject_init"
+)
+
+
 class SharedAttentionSettings(BaseModel):
     """ConsiStory's subject-driven shared self-attention (seed-mechanisms.md, ConsiStory)."""
 
