@@ -20,9 +20,13 @@ in the design notes (seed-mechanisms.md §4), plus a per-subject anchor cache fo
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
@@ -89,9 +93,34 @@ class AnchorCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.patches.values())
 
+    def to_bytes(self) -> bytes:
+        """The cache as one safetensors blob (what the subject memory stores; content-addressed by its hash)."""
+        tensors = {f"{step}|{layer}": patches.contiguous() for (step, layer), patches in self.patches.items()}
+        meta = {
+            "subject_id": self.subject_id,
+            "reference_hash": self.reference_hash,
+            "steps": str(self.steps),
+            "area": repr(self.area),
+        }
+        return safetensors.torch.save(tensors, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AnchorCache:
+        with safe_open_bytes(data) as (tensors, meta):
+            patches = {(int(key.split("|", 1)[0]), key.split("|", 1)[1]): value for key, value in tensors.items()}
+        return cls(meta["subject_id"], meta["reference_hash"], int(meta["steps"]), float(meta["area"]), patches)
+
     def at(self, step: int, steps: int, layer: str) -> torch.Tensor | None:
         cached_step = round(step * (self.steps - 1) / max(steps - 1, 1)) if self.steps > 1 else 0
         return self.patches.get((cached_step, layer))
+
+
+@contextmanager
+def safe_open_bytes(data: bytes) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, str]]]:
+    """Tensors and metadata of a safetensors blob."""
+    header_length = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8 : 8 + header_length]).get("__metadata__", {})
+    yield safetensors.torch.load(data), meta
 
 
 def reference_hash(data: bytes | None) -> str:

@@ -10,6 +10,7 @@ import drawer.mechanisms as mechanisms
 from drawer import Drawer
 from drawer.mechanisms.shared_attention import (
     KWARG,
+    AnchorCache,
     SharedAttentionContext,
     SharedSetup,
     otsu_threshold,
@@ -171,3 +172,10 @@ def test_a_changed_reference_invalidates_the_cache(tiny_drawer: Drawer) -> None:
     tiny_drawer.draw(DrawJob(plan=_turn(["1"]), references={"1": png("red")}, settings=settings))
     assert tiny_drawer.anchors.usable("1", png("red")) is not None
     assert tiny_drawer.anchors.usable("1", png("blue")) is None and "1" not in tiny_drawer.anchors.caches
+
+
+def test_an_anchor_cache_round_trips_through_bytes() -> None:
+    cache = AnchorCache("2-1", "abc", 4, 0.25, {(0, "up_blocks.1.attn1"): torch.randn(2, 5, 8)})
+    again = AnchorCache.from_bytes(cache.to_bytes())
+    assert (again.subject_id, again.reference_hash, again.steps, again.area) == ("2-1", "abc", 4, 0.25)
+    assert torch.equal(again.patches[(0, "up_blocks.1.attn1")], cache.patches[(0, "up_blocks.1.attn1")])
