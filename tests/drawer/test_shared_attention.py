@@ -179,3 +179,17 @@ def test_an_anchor_cache_round_trips_through_bytes() -> None:
     again = AnchorCache.from_bytes(cache.to_bytes())
     assert (again.subject_id, again.reference_hash, again.steps, again.area) == ("2-1", "abc", 4, 0.25)
     assert torch.equal(again.patches[(0, "up_blocks.1.attn1")], cache.patches[(0, "up_blocks.1.attn1")])
+
+
+def test_all_mechanisms_together_on_sdxl_record_anchor_caches(tiny_sdxl_drawer: Drawer) -> None:
+    tiny_sdxl_drawer.anchors.caches.clear()
+    settings = fast_settings(
+        mechanisms=["regional", "subject_reference", "subject_init", "shared_attention", "global_reference"]
+    )
+    job = DrawJob(
+        plan=_turn(["1", "2"]), references={"1": png("red")}, settings=settings, global_references=[png("blue")]
+    )
+    tiny_sdxl_drawer.draw(job)
+    assert set(tiny_sdxl_drawer.anchors.caches) == {"1", "2"}
+    assert all(cache.nbytes > 0 for cache in tiny_sdxl_drawer.anchors.caches.values())
+    tiny_sdxl_drawer.anchors.caches.clear()
