@@ -235,3 +235,20 @@ def test_settings_mechanisms_are_validated() -> None:
         DrawJob(plan=two_subject_plan(), global_references=[png("red")])
     again = DrawSettings.model_validate(DrawSettings(subject_init=False).model_dump())
     assert again.mechanisms == ["regional", "subject_reference"]
+
+
+def test_grca_scale_is_applied_inside_the_regional_layout(tiny_drawer: Drawer, attn: Attention) -> None:
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(2, 32 * 48, attn.to_q.in_features, generator=gen)
+    text = torch.randn(2, 77, attn.to_k.in_features, generator=gen)
+    tokens = torch.randn(2, 2, 4, attn.to_k.in_features, generator=gen)  # the subject placeholder, 1 frame
+    outs = {}
+    for scale in (0.0, 0.3, 0.6):
+        batch = _main_batch(tiny_drawer, ("regional", "subject_reference", "global_reference"))
+        batch.global_scale = scale
+        stack = build_stack(tiny_drawer.pipe, batch)
+        assert stack.kwargs[LAYOUT_KWARG].active
+        with torch.no_grad():
+            outs[scale] = attn(hidden, encoder_hidden_states=(text, [tokens]), **stack.kwargs).double()
+    torch.testing.assert_close(outs[0.6] - outs[0.0], 2 * (outs[0.3] - outs[0.0]), rtol=1e-4, atol=1e-5)
+    assert (outs[0.3] - outs[0.0]).abs().max() > 1e-3
