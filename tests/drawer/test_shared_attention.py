@@ -11,6 +11,7 @@ from drawer import Drawer
 from drawer.mechanisms.shared_attention import (
     KWARG,
     AnchorCache,
+    AnchorStore,
     SharedAttentionContext,
     SharedSetup,
     otsu_threshold,
@@ -193,3 +194,41 @@ def test_all_mechanisms_together_on_sdxl_record_anchor_caches(tiny_sdxl_drawer: 
     assert set(tiny_sdxl_drawer.anchors.caches) == {"1", "2"}
     assert all(cache.nbytes > 0 for cache in tiny_sdxl_drawer.anchors.caches.values())
     tiny_sdxl_drawer.anchors.caches.clear()
+
+
+def test_the_anchor_store_keeps_the_turn_where_the_subject_was_best_seen() -> None:
+    store = AnchorStore()
+    patches = {(0, "layer"): torch.zeros(2, 3, 4)}
+    small, large = AnchorCache("1", "", 4, 0.1, patches), AnchorCache("1", "", 4, 0.5, patches)
+    store.offer({"1": large})
+    store.offer({"1": small})
+    assert store.caches["1"] is large
+    store.offer({"1": AnchorCache("1", "", 4, 0.6, {})})  # nothing recorded: never replaces
+    assert store.caches["1"] is large
+
+
+def test_vanilla_blending_covers_the_first_fraction_of_steps(tiny_drawer: Drawer) -> None:
+    ctx = _context(tiny_drawer, anchors=[0])
+    ctx.steps, ctx.setup.vanilla_query_steps = 20, 0.1
+    weights = []
+    for step in range(4):
+        ctx.step = step
+        weights.append(ctx.blend_weight())
+    assert weights[0] == pytest.approx(0.9) and 0.81 < weights[1] < 0.9 and weights[2:] == [0.0, 0.0]
+
+
+def test_masks_average_only_the_last_window_of_steps(tiny_drawer: Drawer) -> None:
+    ctx = _context(tiny_drawer, anchors=[0])
+    tokens = ctx.record_grid.tokens
+    early = torch.full((2, tokens, 77), 0.01)
+    early[:, : tokens // 2, 2] = 1.0  # the subject on the first half in the early steps
+    late = torch.full((2, tokens, 77), 0.01)
+    late[:, tokens // 2 :, 2] = 1.0  # and on the second half later
+    assert ctx.window == 2
+    weak = torch.where(early > 0.5, torch.tensor(0.3), early)
+    for step, maps in enumerate([early, late, weak]):  # the window holds [late, weak] at the end
+        ctx._step_maps, ctx._step_count = maps, 1
+        ctx.after_step(step)
+    assert ctx.subject_masks is not None
+    mask = ctx.subject_masks[0]["1"]
+    assert bool(mask[tokens // 2 :].all()) and not bool(mask[: tokens // 2].any())
