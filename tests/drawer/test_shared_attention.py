@@ -80,6 +80,9 @@ def test_image_sees_the_anchors_subject_patches_but_not_its_background(
     after_background = _run(up_attn1, background_changed, ctx if on else None)
     assert torch.equal(after_background[follower], base[follower])
     assert (not torch.equal(after_subject[follower], base[follower])) == on
+    follower_changed = hidden.clone()
+    follower_changed[follower] += 1.0  # a non-anchor image never reaches the anchors
+    assert torch.equal(_run(up_attn1, follower_changed, ctx if on else None)[anchor_rows], base[anchor_rows])
 
 
 def test_halves_attend_within_their_own_half(tiny_drawer: Drawer, up_attn1: Attention) -> None:
