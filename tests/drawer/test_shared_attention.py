@@ -116,6 +116,8 @@ def test_otsu_mask_of_a_token_map_is_its_bright_region() -> None:
     assert 0.1 < otsu_threshold(maps[:, 2]) < 0.9
     assert subject_mask(maps, [2]).nonzero().flatten().tolist() == list(range(30))
     assert subject_mask(maps, [2, 3]).sum() == 40  # OR over the subject's tokens
+    skewed = torch.tensor([0.0] * 20 + [0.4] * 70 + [1.0] * 10).unsqueeze(1)
+    assert subject_mask(skewed, [0]).sum() == 10  # Otsu, not the mean (which would keep 80)
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5, 0.8])
