@@ -17,9 +17,11 @@ from drawer import Drawer
 from drawer.conditioning import encode_references, encode_texts
 from drawer.mechanisms import build_stack
 from drawer.mechanisms.global_reference import GlobalReferenceContext
+from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import LAYOUT_KWARG, RegionImage
 from drawer.render import RenderBatch, render
 from drawer.stepping import Progress
+from drawer.subject_init import group_subjects
 from studio.draw import DrawJob, DrawSettings
 from tests.drawer.conftest import fast_settings, png, two_subject_plan
 
@@ -173,6 +175,7 @@ def test_every_subset_of_mechanisms_draws(tiny_drawer: Drawer, mechanisms: tuple
     )
     result = tiny_drawer.draw(job)
     assert result.width == 96
+    assert ("prerender" in result.timings) == ("subject_init" in mechanisms)
 
 
 def _main_batch(drawer: Drawer, mechanisms: tuple[str, ...]) -> RenderBatch:
@@ -252,3 +255,9 @@ def test_grca_scale_is_applied_inside_the_regional_layout(tiny_drawer: Drawer, a
             outs[scale] = attn(hidden, encoder_hidden_states=(text, [tokens]), **stack.kwargs).double()
     torch.testing.assert_close(outs[0.6] - outs[0.0], 2 * (outs[0.3] - outs[0.0]), rtol=1e-4, atol=1e-5)
     assert (outs[0.3] - outs[0.0]).abs().max() > 1e-3
+
+
+def test_subject_init_pre_renders_only_as_a_listed_mechanism() -> None:
+    groups = group_subjects(two_subject_plan())
+    assert wants_prerender(fast_settings(), groups)
+    assert not wants_prerender(fast_settings(mechanisms=["regional", "subject_reference"]), groups)
