@@ -58,6 +58,8 @@ def main_batch(
         refine_step=settings.refine_step,
         hooks=hooks,
         seed=seed,
+        mechanisms=tuple(settings.mechanisms),
+        global_scale=settings.global_reference.scale,
     )
 
 
@@ -109,5 +111,6 @@ def prerender_inputs(
         img_scale=settings.img_scale,
         refine_step=None,
         seed=seed,
+        mechanisms=tuple(m for m in settings.mechanisms if m in ("regional", "subject_reference")),
     )
     return PrerenderInputs(groups=groups, batch=batch)

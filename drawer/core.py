@@ -12,19 +12,22 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from drawer.batches import main_batch, prerender_inputs
-from drawer.conditioning import encode_references, has_ip_adapter
+from drawer.batches import main_batch, prerender_inputs, scene_prompt
+from drawer.conditioning import ReferenceEmbeds, encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
 from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
+from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
+from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import install_parallel_attention
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
 from drawer.subject_init import group_subjects, prerender_and_collage
 from drawer.validation import check_job
-from studio.draw import DrawJob, DrawResult, SubjectCrop
+from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
+from studio.failures import DrawError
 from studio.images import encode_png
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
@@ -75,6 +78,8 @@ class Drawer:
         install_parallel_attention(pipe.unet)
         self._scheduler_config = dict(pipe.scheduler.config)
         self._schedulers: dict[str, object] = {"default": pipe.scheduler}
+        self.anchors = AnchorStore()
+        """Per-subject ConsiStory anchor caches across turns (in memory; see docs/mechanisms.md)."""
 
     @property
     def vae_scale_factor(self) -> int:
@@ -104,7 +109,7 @@ class Drawer:
                 if previous.size != (plan.width, plan.height):
                     previous = previous.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
         only = set(plan.edit.regenerate_subject_ids) if plan.edit is not None else None
-        prerender = settings.subject_init and settings.subject_init_steps > 0 and bool(group_subjects(plan, only))
+        prerender = wants_prerender(settings, group_subjects(plan, only))
         progress = Progress(settings.steps + (settings.prerender_steps if prerender else 0), on_step, cancel)
         progress.check_cancel()
 
@@ -137,7 +142,11 @@ class Drawer:
         with timer.stage("denoise"):
             latents = self._start_latents(noise, hooks, settings.steps)
             batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
+            batch.global_frames = self._global_frames(job, settings, timer)
+            batch.shared = self._shared_setup(job) if "shared_attention" in settings.mechanisms else None
             image = render(pipe, batch, progress)[0]
+            if batch.shared is not None:
+                self.anchors.offer(batch.shared.recorded)
         if regenerate is not None and previous is not None:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
         with timer.stage("locate"):
@@ -149,6 +158,40 @@ class Drawer:
             seed=seed,
             crops=crops,
             timings=timer.timings,
+        )
+
+    def _global_frames(self, job: DrawJob, settings: DrawSettings, timer: Timer) -> ReferenceEmbeds | None:
+        """Story-Adapter's frames of the previous round, encoded in one batch (None: round 0, or GRCA off)."""
+        if "global_reference" not in settings.mechanisms or not job.global_references:
+            return None
+        if not self.uses_references:
+            raise DrawError("global_reference needs a preset with an IP-Adapter")
+        with timer.stage("encode"):
+            frames = [decode_image(data, f"global reference frame {i}") for i, data in enumerate(job.global_references)]
+            return encode_references(self.pipe, frames)
+
+    def _shared_setup(self, job: DrawJob) -> SharedSetup:
+        """Shared attention in a turn: one image; each planned subject with a usable anchor cache is attended to
+        inside its box, and every subject's patches are recorded for later turns."""
+        plan, shared = job.plan, job.settings.shared_attention
+        prompt = scene_prompt(plan, plan.items)
+        cached = []
+        for item in plan.items:
+            cache = self.anchors.usable(item.subject_id, job.references.get(item.subject_id))
+            if cache is not None:
+                cached.append((cache, 0, item.box))
+        return SharedSetup(
+            subject_tokens=[
+                {item.subject_id: prompt_token_positions(self.pipe, prompt, item.detection_name) for item in plan.items}
+            ],
+            anchors=[],
+            mask_dropout=shared.mask_dropout,
+            vanilla_query_steps=shared.vanilla_query_steps,
+            cached=cached,
+            record={
+                item.subject_id: (0, item.box, reference_hash(job.references.get(item.subject_id)))
+                for item in plan.items
+            },
         )
 
     def _use_scheduler(self, name: str) -> None:

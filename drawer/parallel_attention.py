@@ -23,6 +23,7 @@ diffusers' IPAdapterAttnProcessor2_0 (or AttnProcessor2_0 for a model without IP
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,10 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
 from drawer.layout_masks import Grid, layout_weights
+
+if TYPE_CHECKING:
+    from drawer.mechanisms.global_reference import GlobalReferenceContext
+    from drawer.mechanisms.shared_attention import SharedAttentionContext
 from studio.geometry import Box
 
 LAYOUT_KWARG = "layout"
@@ -169,8 +174,11 @@ def build_regional_context(
     guided: bool,
     num_references: int,
     sparse: bool = True,
+    region_rows: bool = True,
 ) -> RegionalContext:
-    """Lay out the attention rows of a batch and precompute their token sets and weights at every grid."""
+    """Lay out the attention rows of a batch and precompute their token sets and weights at every grid.
+    Without `region_rows` (the `regional` mechanism off) the text branch is the image's own global prompt row
+    everywhere (weight 1); image rows are laid out as usual."""
     batch = len(images)
     offset = batch if guided else 0
     pipeline_rows = 2 * batch if guided else batch
@@ -184,10 +192,13 @@ def build_regional_context(
         if guided:
             text.add(b, b, [torch.ones(grid.tokens, dtype=torch.float64) for grid in grids])
         cond = offset + b
-        text.add(cond, cond, [w.text[0] for w in per_grid])
-        text.add(cond, pipeline_rows + spec.background_row, [w.text[1] for w in per_grid])
-        for i, row in enumerate(spec.subject_rows):
-            text.add(cond, pipeline_rows + row, [w.text[2 + i] for w in per_grid])
+        if region_rows:
+            text.add(cond, cond, [w.text[0] for w in per_grid])
+            text.add(cond, pipeline_rows + spec.background_row, [w.text[1] for w in per_grid])
+            for i, row in enumerate(spec.subject_rows):
+                text.add(cond, pipeline_rows + row, [w.text[2 + i] for w in per_grid])
+        else:
+            text.add(cond, cond, [torch.ones(grid.tokens, dtype=torch.float64) for grid in grids])
         for i, ref in enumerate(spec.reference_index):
             if ref is None:
                 continue
@@ -266,7 +277,16 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
         scale: float = 1.0,
         ip_adapter_masks: torch.Tensor | None = None,
         layout: RegionalContext | None = None,
+        global_reference: GlobalReferenceContext | None = None,
+        shared_attention: SharedAttentionContext | None = None,
     ) -> torch.Tensor:
+        if shared_attention is not None:
+            shared_attention.record_cross_attention(attn, hidden_states, encoder_hidden_states)
+        if global_reference is not None and (layout is None or not layout.active):
+            text, image_tokens = encoder_hidden_states  # type: ignore[misc]
+            return global_reference.stock_with_frames(
+                self, attn, hidden_states, text, image_tokens[0], attention_mask, temb
+            )
         if layout is None:
             if self.has_ip:
                 return super().__call__(
@@ -279,7 +299,7 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
             text, image_tokens = encoder_hidden_states, None
         if not layout.active:
             return self._stock(attn, hidden_states, text, attention_mask, temb)
-        return self._regional(attn, hidden_states, text, image_tokens, temb, layout)
+        return self._regional(attn, hidden_states, text, image_tokens, temb, layout, global_reference)
 
     def _regional(
         self,
@@ -289,6 +309,7 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
         image_tokens: list[torch.Tensor] | None,
         temb: torch.Tensor | None,
         layout: RegionalContext,
+        global_reference: GlobalReferenceContext | None = None,
     ) -> torch.Tensor:
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -314,11 +335,13 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
             _attend(group, tokens, flat_query, keys[sources], values[sources], attn.heads, out)
 
         if layout.has_image_rows and image_tokens is not None and self.has_ip:
-            tokens_ip = image_tokens[0]
+            tokens_ip = image_tokens[0][:, : layout.num_references]
             flat_ip = tokens_ip.reshape(-1, *tokens_ip.shape[2:])
             for group in layout.image_groups:
                 chosen = flat_ip.index_select(0, group.source)
                 _attend(group, tokens, flat_query, self.to_k_ip[0](chosen), self.to_v_ip[0](chosen), attn.heads, out)
+        if global_reference is not None and image_tokens is not None and self.has_ip:
+            global_reference.add_frames_attention(self, flat_query, batch_rows, attn.heads, image_tokens[0], out)
 
         out = out.view(batch_rows, tokens, inner)
         out = attn.to_out[1](attn.to_out[0](out))
@@ -330,7 +353,12 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
 
 
 class SelfAttnProcessor(AttnProcessor2_0):
-    """Stock self-attention that accepts (and ignores) the `layout` keyword, so no warning is logged."""
+    """Self-attention: stock, except in the up blocks while shared attention (ConsiStory) is on. It accepts
+    every mechanism keyword, so no warning is logged."""
+
+    def __init__(self, up_block: bool = False) -> None:
+        super().__init__()
+        self.up_block = up_block
 
     def __call__(  # type: ignore[override]
         self,
@@ -340,7 +368,11 @@ class SelfAttnProcessor(AttnProcessor2_0):
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
         layout: RegionalContext | None = None,
+        global_reference: GlobalReferenceContext | None = None,
+        shared_attention: SharedAttentionContext | None = None,
     ) -> torch.Tensor:
+        if shared_attention is not None and self.up_block and encoder_hidden_states is None:
+            return shared_attention.self_attention(attn, hidden_states, temb)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
@@ -357,7 +389,7 @@ def install_parallel_attention(unet: UNet2DConditionModel) -> None:
                 processor, module.to_q.out_features, module.to_k.in_features
             )
         else:
-            processors[name] = SelfAttnProcessor()
+            processors[name] = SelfAttnProcessor(up_block=name.startswith("up_blocks"))
     unet.set_attn_processor(processors)
     device, dtype = unet.device, unet.dtype
     for processor in unet.attn_processors.values():

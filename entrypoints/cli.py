@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from studio.draw import DrawSettings
+from studio.draw import MECHANISMS_HELP, DrawSettings, parse_mechanisms
 from studio.settings import Settings
 from studio.turns import Turn, TurnEvent
 
@@ -245,6 +245,7 @@ def chat(
     preset: Annotated[str | None, typer.Option(help="model preset (default: tiny)")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="seed of every turn (default: random)")] = None,
     out: Annotated[Path, typer.Option(help="folder for the images")] = Path("chat-output"),
+    mechanisms: Annotated[str | None, typer.Option(help=MECHANISMS_HELP)] = None,
 ) -> None:
     """Interactive chat: each line is a turn; shows the layout and saves the image (and debug picture).
     Ctrl-C while a turn is drawn cancels it on the server; Ctrl-C at the prompt quits."""
@@ -252,7 +253,14 @@ def chat(
 
     height, width = _canvas(size, height, width)
     chosen = {
-        name: value for name, value in {"steps": steps, "preset": preset, "seed": seed}.items() if value is not None
+        name: value
+        for name, value in {
+            "steps": steps,
+            "preset": preset,
+            "seed": seed,
+            "mechanisms": parse_mechanisms(mechanisms) if mechanisms is not None else None,
+        }.items()
+        if value is not None
     }
     settings = DrawSettings(**chosen) if chosen else None  # None: the server's defaults
     out.mkdir(parents=True, exist_ok=True)
@@ -364,6 +372,7 @@ def demo(
     ] = None,
     preset: Annotated[str | None, typer.Option(help="model preset (default from settings: tiny)")] = None,
     turns: Annotated[int, typer.Option(help="how many turns of the scripted dialogue to run")] = len(DEMO_DIALOGUE),
+    mechanisms: Annotated[str | None, typer.Option(help=MECHANISMS_HELP)] = None,
 ) -> None:
     """Start the real service on loopback and drive a multi-turn dialogue through it with the SDK.
 
@@ -389,7 +398,8 @@ def demo(
         kind = settings.preset(preset_name).kind
         # the native canvas of the architecture (the tiny presets are shaped like SD1.5 and SDXL)
         size = size or {"tiny": 512, "sd15": 512}.get(kind, 1024)
-        draw = DrawSettings(preset=preset_name, steps=steps, seed=1234)  # the other step counts follow `steps`
+        chosen = {"mechanisms": parse_mechanisms(mechanisms)} if mechanisms is not None else {}
+        draw = DrawSettings(preset=preset_name, steps=steps, seed=1234, **chosen)  # step counts follow `steps`
         summary.update(preset=preset_name, size=size)
         key = _database(settings).create_key("demo", "studio demo")
         with BackgroundServer(settings) as server, StudioClient(server.url, api_key=key) as client:

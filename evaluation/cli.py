@@ -37,6 +37,7 @@ def cmigbench(
     ] = 30,
     guidance_scale: Annotated[float, typer.Option()] = 7.5,
     subject_init: Annotated[bool, typer.Option(help="subject-initialized generation")] = True,
+    mechanisms: Annotated[str | None, typer.Option(help="comma-separated mechanisms (docs/mechanisms.md)")] = None,
     canvas: Annotated[int, typer.Option(help="canvas side for 512-box-space files; 1024 = official run")] = 512,
     max_side: Annotated[int | None, typer.Option(help="shrink larger canvases to this side (quick runs)")] = None,
     seed: Annotated[int, typer.Option(help="base seed; each turn's seed hashes it with dialogue and turn")] = 0,
@@ -61,7 +62,7 @@ def cmigbench(
     """Draw every dialogue of DATA into OUT/<dialogue>/turn<k>.png, resuming whatever is already there."""
     from evaluation.runner import RunConfigMismatch, run_benchmark
     from evaluation.seeds import parse_shard
-    from studio.draw import DrawSettings
+    from studio.draw import DrawSettings, parse_mechanisms
     from studio.settings import get_settings
     from studio.storage.images import FileImageStore
 
@@ -75,12 +76,13 @@ def cmigbench(
         raise typer.BadParameter(str(exc)) from exc
     settings = get_settings()
     preset_name = preset or settings.default_preset
-    draw_settings = DrawSettings(
-        preset=preset_name,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        subject_init=subject_init,
-    )
+    chosen: dict[str, object] = {} if subject_init else {"subject_init": False}
+    if mechanisms is not None:
+        chosen["mechanisms"] = parse_mechanisms(mechanisms)
+    try:
+        draw_settings = DrawSettings(preset=preset_name, steps=steps, guidance_scale=guidance_scale, **chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     options = RunOptions(
         task=_task(task),
         canvas=canvas,

@@ -263,6 +263,7 @@ _OPTION_OF_FIELD = {
     "settings.steps": "--steps",
     "settings.guidance_scale": "--guidance-scale",
     "settings.subject_init": "--subject-init",
+    "settings.mechanisms": "--mechanisms",
 }
 """The `studio bench cmigbench` option behind each manifest field a user chooses."""
 

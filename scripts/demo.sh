@@ -19,6 +19,7 @@ options of `studio demo`:
   --size N        canvas side in pixels, a multiple of 8 (default by preset)
   --preset NAME   model preset (default from the settings: tiny)
   --turns N       how many turns of the scripted dialogue to run
+  --mechanisms L  comma-separated consistency mechanisms (docs/mechanisms.md)
 environment: PYTHON picks the interpreter that creates .venv (default python3); STUDIO_* configure the service.
 USAGE
     exit 0

@@ -27,6 +27,16 @@ AUTOSTUDIO_MECHANISMS: tuple[Mechanism, ...] = ("regional", "subject_reference",
 """The default set: AutoStudio as published."""
 
 
+def parse_mechanisms(text: str) -> list[Mechanism]:
+    """The CLI form `a,b,c` (empty: no mechanism, plain attention); names are checked by DrawSettings."""
+    return [name.strip() for name in text.split(",") if name.strip()]  # type: ignore[misc]
+
+
+MECHANISMS_HELP = (
+    "comma-separated consistency mechanisms (docs/mechanisms.md); default regional,subject_reference,subject_init"
+)
+
+
 class SharedAttentionSettings(BaseModel):
     """ConsiStory's subject-driven shared self-attention (seed-mechanisms.md, ConsiStory)."""
 
@@ -58,7 +68,10 @@ class DrawSettings(BaseModel):
     refine_step: int | None = Field(
         default=20, ge=0, le=MAX_STEPS, description="from this step on, plain global-prompt attention; None: never"
     )
-    subject_init: bool = True
+    subject_init: bool = Field(
+        default=True,
+        description="deprecated alias: False removes `subject_init` from `mechanisms`; the list is the one rule",
+    )
     subject_init_steps: int = Field(default=10, ge=0, le=MAX_STEPS)
     subject_init_strength: FiniteFloat = Field(default=0.8, ge=0.0, le=1.0)
     prerender_steps: int = Field(default=15, ge=1, le=MAX_STEPS)
@@ -77,7 +90,21 @@ class DrawSettings(BaseModel):
         30-step run; a step count left unset follows `steps` in the same proportion (subject init over the
         first third, pre-render with half the steps, refinement from two thirds on), at least 1 so that
         no step count switches its mechanism off. Explicit values win; explicit values that contradict
-        `steps` or `subject_init` are errors, never silently changed."""
+        `steps` or `subject_init` are errors, never silently changed.
+
+        `mechanisms` holds each member once. `subject_init` (bool) is a deprecated alias of the
+        `subject_init` mechanism: False removes the mechanism from the list, and the bool always ends up
+        equal to "`subject_init` in mechanisms", so the two never disagree."""
+        if len(set(self.mechanisms)) != len(self.mechanisms):
+            raise ValueError(f"mechanisms lists a member twice: {self.mechanisms}")
+        explicit = self.model_fields_set
+        if {"subject_init", "mechanisms"} <= explicit and self.subject_init and "subject_init" not in self.mechanisms:
+            raise ValueError("subject_init=True contradicts mechanisms without `subject_init`: the list is the rule")
+        if not self.subject_init:
+            self.mechanisms = [m for m in self.mechanisms if m != "subject_init"]
+        self.subject_init = "subject_init" in self.mechanisms
+        if self.shared_attention.feature_injection:
+            raise ValueError("shared_attention.feature_injection is not implemented (docs/mechanisms.md)")
         for name in ("subject_init_steps", "prerender_steps", "refine_step"):
             if name not in self.model_fields_set:
                 setattr(self, name, steps_following(name, self.steps))
@@ -122,6 +149,8 @@ class DrawJob(BaseModel):
             raise ValueError(f"references given for subjects not in the plan: {unknown}")
         if self.plan.edit is not None and self.previous_image is None:
             raise ValueError("an editing plan needs the previous image")
+        if self.global_references and "global_reference" not in self.settings.mechanisms:
+            raise ValueError("global_references given without the `global_reference` mechanism in settings")
         return self
 
 

@@ -71,6 +71,12 @@ class Subject(BaseModel):
     reference_score: float | None = None
     first_seen_turn: int | None = None
     refreshed_turn: int | None = None
+    anchor_cache_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="ConsiStory anchor cache: image-store id of its safetensors blob (drawer AnchorCache.to_bytes); "
+        "the drawer ignores a cache recorded with another reference",
+    )
 
     @field_validator("id")
     @classmethod

@@ -144,3 +144,18 @@ def test_score_without_the_clip_weights_says_what_to_pass(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "--clip FOLDER" in result.output and "STUDIO_BENCH_CLIP" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cmigbench_records_the_mechanisms_and_resume_refuses_a_change(
+    tmp_path: Path, story_file: Path, fake_drawer: None
+) -> None:
+    out = tmp_path / "run"
+    args = ["cmigbench", "--data", str(story_file), "--out", str(out), "--canvas", "64", "--limit-turns", "1"]
+    done = CliRunner().invoke(bench_app, [*args, "--mechanisms", "regional,subject_reference", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["mechanisms"] == ["regional", "subject_reference"] and settings["subject_init"] is False
+    refused = CliRunner().invoke(bench_app, [*args, "--mechanisms", "regional", "--no-progress"])
+    assert refused.exit_code == 2 and "--mechanisms" in refused.output, refused.output
+    bad = CliRunner().invoke(bench_app, [*args, "--mechanisms", "regional,nonsense", "--no-progress"])
+    assert bad.exit_code == 2 and "nonsense" in bad.output
