@@ -56,6 +56,8 @@ def test_metrics_and_status_show_the_pool(
     assert metrics[("studio_job_seconds_count", (("preset", "tiny"), ("stage", "draw")))] == 1
     assert metrics[("studio_job_seconds_count", (("preset", "tiny"), ("stage", "queue")))] == 1
 
+    # the worker counts the job in its next heartbeat (every heartbeat_s), not when the outcome is stored
+    wait_until(lambda: [b.jobs_done for b in workers.records.workers()] == [1], 30, "the heartbeat after the job")
     result = CliRunner().invoke(cli, ["status", "--json"], env=settings_env(pool_settings))
     assert result.exit_code == 0, result.output
     snapshot = json.loads(result.stdout)
