@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from studio.settings import Settings
 from studio.storage.database import libpq_url
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
+SETUP_POLL_SECONDS = 0.05
+SETUP_LOCK = 7_430_051_002  # any constant: the PostgreSQL advisory lock held while the checkpoint tables are set up
 
 
 def is_postgres(url: str | None) -> bool:
@@ -46,7 +49,16 @@ def postgres_checkpointer(url: str, max_size: int = 8) -> tuple[BaseCheckpointSa
     )
     saver = PostgresSaver(pool)  # type: ignore[arg-type]
     try:
-        saver.setup()
+        # API processes starting together would each insert the same checkpoint_migrations rows: one at a time.
+        # The lock is polled, not waited on: a session blocked in pg_advisory_lock would hold a snapshot, which
+        # the holder's CREATE INDEX CONCURRENTLY waits for (a deadlock).
+        with pool.connection() as conn:
+            while not conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (SETUP_LOCK,)).fetchone()["held"]:
+                time.sleep(SETUP_POLL_SECONDS)
+            try:
+                saver.setup()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
     except Exception:
         pool.close()
         raise

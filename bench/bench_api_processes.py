@@ -9,7 +9,13 @@ the numbers are the service's own costs).
 3. takeover: the process driving a turn is SIGKILLed; time from the kill to `done` on the other process's
    stream, with `--lease` seconds leases (takeover waits for the lease to expire, then the poll).
 
+With `--pool` it measures instead the load of tests/workers/test_combined.py with the real offline planner:
+10 sessions x 3 turns of a 3-message dialogue, the test drawer pausing `--step` seconds per step (4 steps), in
+one embedded process on SQLite (drawer in-process, one worker thread: the default), then on 2 API processes +
+2 `studio worker` processes (Celery on the local Redis, PostgreSQL): turns/minute and p95 turn latency.
+
     PYTHONPATH=. .venv/bin/python bench/bench_api_processes.py [--pause 0.2] [--lease 2]
+    PYTHONPATH=. .venv/bin/python bench/bench_api_processes.py --pool [--step 0.05]
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 
+from entrypoints.runtime import build_service
+from studio.draw import DrawSettings
+from studio.settings import DrawerBackendSettings, Settings
 from studio.storage.database import Database
-from tests.conftest import POSTGRES_ADMIN
+from studio.turns import Turn, TurnRequest, TurnStatus
+from tests.postgres import POSTGRES_SERVER
 from tests.scaleout.conftest import (
     ApiProcess,
     EventReader,
@@ -38,6 +49,11 @@ from tests.scaleout.conftest import (
     post_turn,
     wait_until,
 )
+from tests.workers.conftest import REDIS_URL, Workers, finished_turn, settings_env
+from tests.workers.drawers import PausingDrawer
+from tests.workers.test_combined import DIALOGUE
+
+POSTGRES_ADMIN = f"{POSTGRES_SERVER}/test"
 
 
 def fresh_database() -> str:
@@ -153,12 +169,96 @@ def takeover(lease: float) -> float:
                 api.stop()
 
 
+def _figures(turns: list[Turn], wall: float) -> tuple[float, float]:
+    assert all(t.status == TurnStatus.DONE for t in turns), [t.error for t in turns]
+    latencies = [(t.finished_at - t.created_at).total_seconds() for t in turns if t.finished_at is not None]
+    return len(turns) / wall * 60, p95(latencies)
+
+
+def pool_load_embedded(step: float, sessions: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = Path(folder)
+        settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'studio.db'}")
+        service = build_service(settings, drawer=PausingDrawer(steps=4, step_seconds=step))
+        service.start()
+        try:
+            ids = [service.create_session("t", "", 64, 64, DrawSettings(steps=2, seed=7)).id for _ in range(sessions)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=sessions) as pool:
+                list(
+                    pool.map(
+                        lambda s: [
+                            service.submit_turn(service.db.get_session(s), TurnRequest(message=m)) for m in DIALOGUE
+                        ],
+                        ids,
+                    )
+                )
+            turns = [finished_turn(service, s, t.index, timeout=600) for s in ids for t in service.db.list_turns(s)]
+            return _figures(turns, time.perf_counter() - started)
+        finally:
+            service.close(wait=True)
+
+
+def pool_load_scaled(step: float, sessions: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = Path(folder)
+        url = fresh_database()
+        pool_settings = DrawerBackendSettings(
+            backend="celery",
+            broker_url=REDIS_URL,
+            prefix=f"bench{uuid.uuid4().hex[:8]}",
+            factory="tests.workers.drawers:pausing_drawer",
+        )
+        env = settings_env(pool_settings, SCALEOUT_CHILD_ENGINE="studio", STUDIO_TEST_STEP_SECONDS=str(step))
+        apis = [ApiProcess(data_dir / "shared", url, 10.0, data_dir / f"api-{k}.log", env=env) for k in range(2)]
+        workers = Workers(pool_settings, data_dir)
+        try:
+            for api in apis:
+                api.wait_ready()
+            for _ in range(2):
+                workers.start(STUDIO_TEST_STEP_SECONDS=str(step))
+            ids = [
+                httpx.post(
+                    f"{apis[0].url}/v1/sessions", json={"height": 64, "width": 64, "settings": {"steps": 2}}
+                ).json()["id"]
+                for _ in range(sessions)
+            ]
+            started = time.perf_counter()
+
+            def post(session_id: str, seed: int) -> None:
+                rng = random.Random(seed)
+                for message in DIALOGUE:
+                    url_ = f"{rng.choice(apis).url}/v1/sessions/{session_id}/turns"
+                    assert httpx.post(url_, json={"message": message}, timeout=30).status_code == 202
+
+            with ThreadPoolExecutor(max_workers=sessions) as pool:
+                list(pool.map(post, ids, range(sessions)))
+            for session_id in ids:
+                wait_until(lambda s=session_id: all_finished(apis[0], s, len(DIALOGUE)), "session done")
+            wall = time.perf_counter() - started
+            db = Database(url)
+            turns = [t for s in ids for t in db.list_turns(s)]
+            db.engine.dispose()
+            return _figures(turns, wall)
+        finally:
+            workers.stop_all()
+            for api in apis:
+                api.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pause", type=float, default=0.2, help="seconds each load turn holds its worker")
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--event-turns", type=int, default=20)
+    parser.add_argument("--pool", action="store_true", help="embedded process vs 2 API processes + 2 workers")
+    parser.add_argument("--step", type=float, default=0.05, help="--pool: drawer seconds per step")
     args = parser.parse_args()
+    if args.pool:
+        for name, run in (("1 embedded process", pool_load_embedded), ("2 API + 2 workers", pool_load_scaled)):
+            per_minute, latency = run(args.step, 10)
+            print(f"pool load, {name}: {per_minute:.0f} turns/min, p95 turn latency {latency:.2f} s")
+        return
     os.environ["SCALEOUT_CHILD_PAUSE"] = str(args.pause)
     os.environ["SCALEOUT_CHILD_THREADS"] = "1"
     for count in (1, 2):

@@ -4,11 +4,13 @@ tests/postgres.py)."""
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agents import build_engine
-from agents.checkpoint import is_postgres, libpq_url
+from agents.checkpoint import is_postgres, libpq_url, postgres_checkpointer
 from studio.settings import Settings
 from studio.storage.images import MemoryImageStore
 from tests.agents.fakes import FakeDrawer, Session
@@ -44,3 +46,19 @@ def test_postgres_checkpointer_runs_and_resumes_turns(tmp_path: Path) -> None:
     again = reopened.run_turn(ctx, session.emit)
     assert again.plan == second.plan
     reopened.close()
+
+
+def test_checkpoint_tables_set_up_by_processes_starting_together(postgres_url: str) -> None:
+    """API processes starting at once on a new database each set up the checkpoint tables; none may fail on
+    another's migration rows (it did: UniqueViolation on checkpoint_migrations_pkey)."""
+    starters = 6
+    barrier = threading.Barrier(starters)
+
+    def start() -> None:
+        barrier.wait()
+        _, close = postgres_checkpointer(postgres_url, max_size=2)
+        close()
+
+    with ThreadPoolExecutor(max_workers=starters) as pool:
+        for future in [pool.submit(start) for _ in range(starters)]:
+            future.result()

@@ -6,6 +6,9 @@ between steps; one containing "pause" takes PAUSE_SECONDS more, so turns of seve
 turn's start and finish is appended to <data_dir>/draws.log as one JSON line {"what", "pid", "session",
 "index"} (one write per line, so lines of several processes never interleave).
 
+With SCALEOUT_CHILD_ENGINE=studio the process runs the real service instead (entrypoints.runtime.build_service:
+the default graph engine, offline agents, the drawer the STUDIO_DRAWER__* variables choose, e.g. the Celery pool).
+
 Usage: python -m tests.scaleout.api_child <data_dir> <database_url> <port> <lease_seconds>
 (bench/bench_api_processes.py sets SCALEOUT_CHILD_PAUSE and SCALEOUT_CHILD_THREADS.)"""
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from api.app import create_app
+from entrypoints.runtime import build_service
 from studio.failures import DrawCancelled
 from studio.protocols import EmitEvent, StepCallback, TurnContext, TurnOutcome
 from studio.service import TurnService
@@ -77,10 +81,13 @@ def main() -> None:
         worker_threads=THREADS,
         scaleout={"lease_seconds": lease_seconds, "poll_seconds": POLL_SECONDS, "event_poll_seconds": 1.0},
     )
-    db = Database(database_url)
-    db.migrate()
-    images = FileImageStore(data_dir / "images")
-    service = TurnService(settings, db, images, LoggingEngine(images, data_dir), cancel_poll_seconds=0.05)
+    if os.environ.get("SCALEOUT_CHILD_ENGINE") == "studio":
+        service = build_service(settings)
+    else:
+        db = Database(database_url)
+        db.migrate()
+        images = FileImageStore(data_dir / "images")
+        service = TurnService(settings, db, images, LoggingEngine(images, data_dir), cancel_poll_seconds=0.05)
     uvicorn.run(create_app(service), host=settings.host, port=port, log_level="warning")
 
 

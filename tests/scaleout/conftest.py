@@ -47,11 +47,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 class ApiProcess:
     """One API child process; `kill()` sends SIGKILL (no shutdown code runs)."""
 
-    def __init__(self, data_dir: Path, database_url: str, lease_seconds: float, log: Path) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str, lease_seconds: float, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT)}
         args = [str(data_dir), database_url, str(self.port), str(lease_seconds)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.scaleout.api_child", *args],
