@@ -278,13 +278,6 @@ class Database:
         with self.tx() as conn:
             return _unreferenced(conn, image_ids)
 
-    def sessions_with_unfinished_turns(self) -> list[str]:
-        with self.tx() as conn:
-            rows = conn.execute(
-                select(schema.turns.c.session_id).where(schema.turns.c.status.in_(UNFINISHED)).distinct()
-            ).all()
-        return [row.session_id for row in rows]
-
     # --- turns ----------------------------------------------------------------------------------------
 
     def create_turn(
@@ -351,14 +344,6 @@ class Database:
             {**values, "plan": None, "image_id": None, "debug_image_id": None, "error": None, "finished_at": None}
         ), True
 
-    def turn_by_idempotency_key(self, session_id: str, key: str) -> Turn | None:
-        query = select(schema.turns).where(
-            schema.turns.c.session_id == session_id, schema.turns.c.idempotency_key == key
-        )
-        with self.tx() as conn:
-            row = conn.execute(query).mappings().first()
-        return _turn(row) if row else None
-
     def get_turn(self, session_id: str, index: int) -> Turn | None:
         query = select(schema.turns).where(schema.turns.c.session_id == session_id, schema.turns.c.idx == index)
         with self.tx() as conn:
@@ -370,17 +355,6 @@ class Database:
         with self.tx() as conn:
             rows = conn.execute(query).mappings().all()
         return [_turn(row) for row in rows]
-
-    def next_unfinished_turn(self, session_id: str) -> Turn | None:
-        query = (
-            select(schema.turns)
-            .where(schema.turns.c.session_id == session_id, schema.turns.c.status.in_(UNFINISHED))
-            .order_by(schema.turns.c.idx)
-            .limit(1)
-        )
-        with self.tx() as conn:
-            row = conn.execute(query).mappings().first()
-        return _turn(row) if row else None
 
     def set_turn_status(self, turn_id: str, status: TurnStatus, owner: str | None = None, **fields: Any) -> bool:
         """Returns False when the turn no longer exists (its session was deleted), or when `owner` is given and

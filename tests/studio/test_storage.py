@@ -31,7 +31,7 @@ def test_turns_sessions_subjects_events(db: Database) -> None:
     again, created_again = db.create_turn(session.id, TurnRequest(message="hi"), "key-1")
     second, _ = db.create_turn(session.id, TurnRequest(message="two"), None)
     assert created and not created_again and again.id == first.id and (first.index, second.index) == (1, 2)
-    assert db.next_unfinished_turn(session.id).index == 1
+    assert [t.index for t in db.list_turns(session.id) if not t.status.finished] == [1, 2]
     plan = TurnPlan(items=[PlanItem(subject_id="1", phrase="a girl", box=Box(x=1, y=2, w=30, h=40))])
     memory = [Subject(id="1", name="girl", reference_image_id="a" * 64, first_seen_turn=1)]
     db.finish_turn(
@@ -50,8 +50,7 @@ def test_turns_sessions_subjects_events(db: Database) -> None:
     assert done.status == TurnStatus.DONE and done.plan == plan and done.info == {"llm_calls": 3}
     assert db.list_subjects(session.id) == memory
     assert db.image_visible_to("a" * 64, "alice") and not db.image_visible_to("a" * 64, "bob")
-    assert db.next_unfinished_turn(session.id).index == 2
-    assert db.sessions_with_unfinished_turns() == [session.id]
+    assert [t.index for t in db.list_turns(session.id) if not t.status.finished] == [2]
     seqs = [db.append_event(session.id, TurnEvent(type="queued", turn_id=first.id)).seq for _ in range(3)]
     assert seqs == [1, 2, 3] and [e.seq for e in db.events_after(session.id, 1)] == [2, 3]
     assert db.list_sessions("alice")[0].turn_count == 2
