@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     create_engine,
     delete,
     event,
@@ -404,7 +405,7 @@ class Database:
                 expires = moment + timedelta(seconds=lease_seconds)
                 claimed = conn.execute(
                     update(schema.turns)
-                    .where(schema.turns.c.id == rows[0]["id"], _lease_free(owner, moment))
+                    .where(schema.turns.c.id == rows[0]["id"], lease_free(schema.turns, owner, moment))
                     .values(lease_owner=owner, lease_expires_at=expires)
                 )
                 if claimed.rowcount != 1:
@@ -639,9 +640,14 @@ def _held_by_other(row: Any, owner: str, moment: datetime) -> bool:
     return row["lease_owner"] not in (None, owner) and expires is not None and _aware(expires) >= moment
 
 
-def _lease_free(owner: str, moment: datetime) -> Any:
-    turns = schema.turns.c
-    return or_(turns.lease_owner.is_(None), turns.lease_owner == owner, turns.lease_expires_at < moment)
+def lease_free(table: Table, owner: str | None, moment: datetime) -> Any:
+    """The rows of `table` (turns, stories) whose lease `owner` may take at `moment`: no owner, already
+    `owner`'s, or expired. With `owner` None: free or expired only."""
+    columns = table.c
+    free = [columns.lease_owner.is_(None), columns.lease_expires_at < moment]
+    if owner is not None:
+        free.append(columns.lease_owner == owner)
+    return or_(*free)
 
 
 def _memory_after(conn: Connection, session_id: str, turn_index: int, rows: list[Any]) -> list[Subject]:

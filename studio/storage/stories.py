@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from studio.storage import schema
-from studio.storage.database import Database, _aware, new_id, now
+from studio.storage.database import Database, _aware, lease_free, new_id, now
 from studio.stories import Story, StoryCreate, StoryFrame, StoryStatus
 
 UNFINISHED_STORIES = [StoryStatus.QUEUED.value, StoryStatus.RUNNING.value]
@@ -119,7 +119,7 @@ class StoryStore:
                 .where(
                     table.c.id == story_id,
                     table.c.status.in_(UNFINISHED_STORIES),
-                    or_(table.c.lease_owner.is_(None), table.c.lease_owner == owner, table.c.lease_expires_at < moment),
+                    lease_free(table, owner, moment),
                 )
                 .values(
                     status=StoryStatus.RUNNING.value,
@@ -199,7 +199,7 @@ class StoryStore:
             select(table.c.id)
             .where(
                 table.c.status.in_(UNFINISHED_STORIES),
-                or_(table.c.lease_owner.is_(None), table.c.lease_expires_at < now()),
+                lease_free(table, None, now()),
             )
             .order_by(table.c.created_at)
         )
