@@ -3,9 +3,9 @@ subset of mechanisms runs, and turning one off removes only what it owns."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,13 +25,15 @@ from drawer.subject_init import group_subjects
 from studio.draw import DrawJob, DrawSettings
 from tests.drawer.conftest import fast_settings, png, two_subject_plan
 
-FINGERPRINTS = {
-    "tiny": "c8b1382bcb404680978c22d5b8fb34e5cdb0eff587dcdfdbc40d1f206cb35ce6",
-    "tiny-sdxl": "bc0723b9b76b8ef6557bee018b5fcc558884de62dab0687785c84a410ab2c3bd",
-}
-"""sha256 of the pixels of a default-mechanism draw, taken before the mechanism refactor (first at da0e599;
-retaken on main at e4e2716, with the tiny presets rebuilt at real shape ratios, just before the refactor
-was merged onto them)."""
+REFERENCE_PICTURES = Path(__file__).parent / "data"
+"""The pixels of a default-mechanism draw (`default_mechanisms_<preset>.png`), taken before the mechanism
+refactor: first as sha256 fingerprints at da0e599 and e4e2716, stored as pictures at ae68618 once a new CPU
+gave other low bits (float reductions are ordered differently per instruction set)."""
+
+CPU_NOISE_MEAN = 1.0
+"""Mean absolute difference (0-255 levels) two CPUs may leave; dropping any one default mechanism moves the
+mean by 5.9 to 30 levels on these draws, a changed seed by 36."""
+CPU_NOISE_MAX = 32
 
 ALL = ("regional", "subject_reference", "subject_init", "shared_attention", "global_reference")
 
@@ -44,8 +46,12 @@ def _pixels(data: bytes) -> np.ndarray:
 def test_default_mechanisms_draw_the_pre_refactor_picture(which: str, request: pytest.FixtureRequest) -> None:
     drawer: Drawer = request.getfixturevalue("tiny_drawer" if which == "tiny" else "tiny_sdxl_drawer")
     job = DrawJob(plan=two_subject_plan(), references={"1": png("red")}, settings=fast_settings())
-    pixels = _pixels(drawer.draw(job).image)
-    assert hashlib.sha256(pixels.tobytes()).hexdigest() == FINGERPRINTS[which]
+    pixels = _pixels(drawer.draw(job).image).astype(np.int16)
+    reference = np.asarray(Image.open(REFERENCE_PICTURES / f"default_mechanisms_{which}.png").convert("RGB"))
+    difference = np.abs(pixels - reference.astype(np.int16))
+    assert difference.mean() <= CPU_NOISE_MEAN and difference.max() <= CPU_NOISE_MAX, (
+        f"mean {difference.mean():.2f}, max {difference.max()}"
+    )
 
 
 # --- GRCA -------------------------------------------------------------------------------------------------
