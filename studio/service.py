@@ -30,7 +30,7 @@ from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
 from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone
 from studio.settings import Settings
-from studio.storage.database import Database
+from studio.storage.database import ANCHOR_CACHE, Database
 from studio.storage.images import FileImageStore
 from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
 from studio.turns import CropView, EventType, Session, Turn, TurnEvent, TurnRequest, TurnStatus
@@ -227,7 +227,7 @@ class TurnService:
         """Delete the session's records and events, its image files that no other session references, and
         the engine's checkpoints of its thread. A turn of the session still running stops at its next step
         (in any process: its row is gone) and records nothing."""
-        orphans = self.db.delete_session(session.id)
+        orphans = self.db.delete_session(session.id)  # its anchor caches too (image rows of kind anchor_cache)
         with self._lock:
             running = [cancel for session_id, cancel in self._running.values() if session_id == session.id]
         for cancel in running:
@@ -271,10 +271,12 @@ class TurnService:
             reference_score=None,
             first_seen_turn=existing.first_seen_turn if existing else None,
             refreshed_turn=existing.refreshed_turn if existing else None,
+            anchor_cache_id=None,  # a new reference invalidates the subject's anchor cache
         )
         if not self.db.put_subject(session.id, session.tenant, subject, image_id):
             self._delete_files(self.db.unreferenced_images({image_id}))
             raise SessionGone(f"session {session.id} not found")
+        self._delete_files(self.db.prune_anchor_caches(session.id))
         return subject
 
     def rename_subject(
@@ -285,10 +287,15 @@ class TurnService:
         existing = next((s for s in self.db.list_subjects(session.id) if s.id == subject_id), None)
         if existing is None:
             return None
-        changes = {key: value for key, value in (("name", name), ("description", description)) if value is not None}
+        changes: dict[str, Any] = {
+            key: value for key, value in (("name", name), ("description", description)) if value is not None
+        }
+        if any(getattr(existing, key) != value for key, value in changes.items()):
+            changes["anchor_cache_id"] = None  # another subject now (its tokens, its look): its cache is stale
         subject = existing.model_copy(update=changes)
         if not self.db.put_subject(session.id, session.tenant, subject, None):
             raise SessionGone(f"session {session.id} not found")
+        self._delete_files(self.db.prune_anchor_caches(session.id))
         return subject
 
     def _delete_files(self, image_ids: list[str]) -> None:
@@ -437,6 +444,8 @@ class TurnService:
         for subject in memory:
             if subject.reference_image_id:
                 image_ids.setdefault(subject.reference_image_id, "reference")
+            if subject.anchor_cache_id:
+                image_ids.setdefault(subject.anchor_cache_id, ANCHOR_CACHE)
         timings = {**result.timings, "turn_total": round(seconds, 4)}
         final_id = next(iter(image_ids))
         if not self.db.finish_turn(
@@ -457,6 +466,7 @@ class TurnService:
                 self._delete_files(self.db.unreferenced_images(set(image_ids)))
             # else another process took the turn over (this one stalled past its lease) and records it
             return
+        self._delete_files(self.db.prune_anchor_caches(session.id))  # the caches this turn's memory replaced
         self._emit(turn, "done", {"image_id": final_id, "timings": timings})
 
     def _fail(self, turn: Turn, reason: str, info: dict[str, Any] | None = None) -> None:
