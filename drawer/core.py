@@ -83,6 +83,14 @@ class Drawer:
         """Per-subject ConsiStory anchor caches across turns for jobs without `anchor_caches` (in memory; a job that
         carries the subject memory's caches uses those instead, docs/mechanisms.md)."""
 
+    @contextmanager
+    def exclusive(self, scheduler: str = "default") -> Iterator[DiffusionPipeline]:
+        """The pipeline with `scheduler` set, held (no `draw` runs meanwhile) for a render outside `draw`
+        (drawer/consistory.py's batch mode)."""
+        with self._lock:
+            self._use_scheduler(scheduler)
+            yield self.pipe
+
     @property
     def vae_scale_factor(self) -> int:
         return int(self.pipe.vae_scale_factor)
