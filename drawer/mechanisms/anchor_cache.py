@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,20 +83,33 @@ class AnchorCache:
         return self.patches.get((nearest, layer))
 
     def trimmed(self, max_bytes: int) -> AnchorCache | None:
-        """The cache within `max_bytes`: every step while it fits, else the most evenly spaced subset of its steps
-        that fits (later reads use the nearest held step); None when not even one step fits (refused)."""
+        """The cache within `max_bytes` (docs/mechanisms.md, "Anchor cache storage"): all of it while it fits;
+        else the most evenly spaced of its steps that fit, keeping at least `MIN_STEPS` (later reads use the
+        nearest held step); when even those do not fit, every k-th patch of each of them (thinned like the
+        anchors' own mask dropout); None when even that does not fit (refused)."""
         if self.nbytes <= max_bytes:
             return self
         held = self.recorded_steps()
         per_step = {s: 0 for s in held}
         for (step, _), tensor in self.patches.items():
             per_step[step] += tensor.numel() * tensor.element_size()
-        for count in range(len(held) - 1, 0, -1):
+        floor = min(MIN_STEPS, len(held))
+        for count in range(len(held) - 1, floor - 1, -1):
             kept = _evenly_spaced(held, count)
             if sum(per_step[s] for s in kept) <= max_bytes:
-                patches = {key: t for key, t in self.patches.items() if key[0] in kept}
-                return AnchorCache(self.subject_id, self.reference_hash, self.steps, self.area, patches)
-        return None
+                return self._subset(kept, 1)
+        kept = _evenly_spaced(held, floor)
+        stride = math.ceil(sum(per_step[s] for s in kept) / max(max_bytes, 1))
+        thinned = self._subset(kept, stride)
+        return thinned if thinned.nbytes <= max_bytes else None
+
+    def _subset(self, steps: set[int], stride: int) -> AnchorCache:
+        patches = {key: t[:, ::stride].contiguous() for key, t in self.patches.items() if key[0] in steps}
+        return AnchorCache(self.subject_id, self.reference_hash, self.steps, self.area, patches)
+
+
+MIN_STEPS = 4
+"""A trimmed cache keeps at least this many steps (spread over the render); below that it thins patches."""
 
 
 def _evenly_spaced(items: list[int], count: int) -> set[int]:

@@ -88,13 +88,12 @@ def test_the_size_bound_trims_the_returned_cache_and_zero_records_none(
     whole = AnchorCache.from_bytes(full.anchor_caches["1"])
     steps = whole.recorded_steps()
     assert len(steps) >= 2
-    one_step = whole.nbytes / len(steps)
-    bound = SharedAttentionSettings(anchor_cache_mib=1.5 * one_step / 2**20)
+    bound = SharedAttentionSettings(anchor_cache_mib=whole.nbytes / 2 / 2**20)
     trimmed = tiny_drawer.draw(
         DrawJob(plan=_plan(["1"]), settings=SETTINGS.model_copy(update={"shared_attention": bound}), anchor_caches={})
     )
     kept = AnchorCache.from_bytes(trimmed.anchor_caches["1"])
-    assert len(kept.recorded_steps()) == 1 and kept.nbytes <= 1.5 * one_step
+    assert kept.recorded_steps() == steps and 0 < kept.nbytes <= whole.nbytes / 2  # few steps: patches thinned
     none = SharedAttentionSettings(anchor_cache_mib=0)
     nothing = tiny_drawer.draw(
         DrawJob(plan=_plan(["1"]), settings=SETTINGS.model_copy(update={"shared_attention": none}), anchor_caches={})
@@ -102,16 +101,19 @@ def test_the_size_bound_trims_the_returned_cache_and_zero_records_none(
     assert nothing.anchor_caches == {} and contexts[-1].setup.record == {}
 
 
-def test_trimming_keeps_evenly_spaced_steps_and_reads_the_nearest() -> None:
+def test_trimming_keeps_evenly_spaced_steps_then_thins_patches_and_reads_the_nearest_step() -> None:
     patches = {(step, "up"): torch.full((2, 4, 8), float(step)) for step in range(1, 11)}
     cache = AnchorCache("1", "", 11, 0.3, patches)
     per_step = 2 * 4 * 8 * 4
     assert cache.trimmed(10 * per_step) is cache
-    kept = cache.trimmed(4 * per_step)
-    assert kept is not None and kept.recorded_steps() == [1, 4, 7, 10]
+    kept = cache.trimmed(5 * per_step - 1)
+    assert kept is not None and kept.recorded_steps() == [1, 4, 7, 10] and kept.nbytes == 4 * per_step
     assert float(kept.at(5, 11, "up")[0, 0, 0]) == 4.0 and float(kept.at(6, 11, "up")[0, 0, 0]) == 7.0
     assert float(kept.at(10, 11, "up")[0, 0, 0]) == 10.0 and kept.at(5, 11, "other") is None
-    assert cache.trimmed(per_step - 1) is None  # not even one step fits: refused
+    thinned = cache.trimmed(2 * per_step)  # four steps at least: every second patch of each
+    assert thinned is not None and thinned.recorded_steps() == [1, 4, 7, 10]
+    assert thinned.patches[(4, "up")].shape == (2, 2, 8) and thinned.nbytes == 2 * per_step
+    assert cache.trimmed(per_step // 8) is None  # not even one patch per layer fits: refused
 
 
 def test_only_a_better_seen_cache_is_returned() -> None:
