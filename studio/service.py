@@ -29,6 +29,7 @@ from studio.notify import PostgresListener
 from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
 from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone
+from studio.round_robin import RoundRobin
 from studio.settings import Settings
 from studio.storage.database import ANCHOR_CACHE, Database
 from studio.storage.images import FileImageStore
@@ -66,7 +67,14 @@ class TurnService:
         self.stories: StoryRunner | None = None
         """The long-story runner (studio/story_runner.py), set by the composition root; it shares the pool."""
         self._lock = threading.Lock()
-        self._active: set[str] = set()
+        self._sessions = RoundRobin(
+            self._lock,
+            lambda: self._closed,
+            self.run_in_pool,
+            self._serve,
+            again=lambda session_id, ran: ran or session_id in self.db.claimable_sessions([session_id]),
+            what="session",
+        )
         """Sessions with a task in the pool (waiting or running): at most one each, so turns stay ordered."""
         self._running: dict[str, tuple[str, StoredCancel]] = {}
         """Turn id → (session id, cancel signal) of the turns running in this process."""
@@ -305,24 +313,13 @@ class TurnService:
     # --- scheduling: round-robin across sessions, one turn at a time per session -----------------------
 
     def _schedule(self, session_id: str) -> None:
-        with self._lock:
-            if self._closed or session_id in self._active:
-                return
-            self._active.add(session_id)
-            self._submit(session_id)
+        self._sessions.schedule(session_id)
 
-    def _submit(self, session_id: str) -> None:
-        """Queue one round of the session behind every session already waiting (call under `_lock`)."""
-        try:
-            self._pool.submit(self._serve, session_id)
-        except RuntimeError:  # the pool is shut down: the next process resumes the session
-            self._active.discard(session_id)
-
-    def _serve(self, session_id: str) -> None:
-        """Claim and run the session's next unfinished turn, then queue the session again at the back: with
-        more sessions than workers, each session with work gets one turn per round (a session's turns still
-        run strictly in order, never two at once, in one process at a time: the claim is refused while
-        another process holds a lease on the session)."""
+    def _serve(self, session_id: str) -> bool | None:
+        """Claim and run the session's next unfinished turn; the session then queues again at the back
+        (studio/round_robin.py) while it has turns: with more sessions than workers, each session with work gets
+        one turn per round (a session's turns still run strictly in order, never two at once, in one process at a
+        time: the claim is refused while another process holds a lease on the session)."""
         turn = None
         try:
             if not self._closed:
@@ -333,15 +330,8 @@ class TurnService:
             # not even the failure could be recorded (e.g. the database is unreachable): stop rather than
             # spin; a later submit or a restart picks the session up again
             log.exception("session %s: turn %s could not be finished", session_id, turn.id if turn else None)
-            with self._lock:
-                self._active.discard(session_id)
-            return
-        with self._lock:
-            # re-checked under the lock: a turn submitted since the query must not wait forever
-            if not self._closed and (turn is not None or session_id in self.db.claimable_sessions([session_id])):
-                self._submit(session_id)
-            else:
-                self._active.discard(session_id)
+            return None
+        return turn is not None
 
     # --- one turn -------------------------------------------------------------------------------------
 
