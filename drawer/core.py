@@ -18,6 +18,7 @@ from drawer.editing import composite, edit_blends
 from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
+from drawer.mechanisms.anchor_cache import AnchorCache, caches_to_return, decode_caches
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import install_parallel_attention
@@ -79,7 +80,16 @@ class Drawer:
         self._scheduler_config = dict(pipe.scheduler.config)
         self._schedulers: dict[str, object] = {"default": pipe.scheduler}
         self.anchors = AnchorStore()
-        """Per-subject ConsiStory anchor caches across turns (in memory; see docs/mechanisms.md)."""
+        """Per-subject ConsiStory anchor caches across turns for jobs without `anchor_caches` (in memory; a job that
+        carries the subject memory's caches uses those instead, docs/mechanisms.md)."""
+
+    @contextmanager
+    def exclusive(self, scheduler: str = "default") -> Iterator[DiffusionPipeline]:
+        """The pipeline with `scheduler` set, held (no `draw` runs meanwhile) for a render outside `draw`
+        (drawer/consistory.py's batch mode)."""
+        with self._lock:
+            self._use_scheduler(scheduler)
+            yield self.pipe
 
     @property
     def vae_scale_factor(self) -> int:
@@ -143,10 +153,11 @@ class Drawer:
             latents = self._start_latents(noise, hooks, settings.steps)
             batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
             batch.global_frames = self._global_frames(job, settings, timer)
-            batch.shared = self._shared_setup(job) if "shared_attention" in settings.mechanisms else None
+            shared = "shared_attention" in settings.mechanisms
+            given = decode_caches(job.anchor_caches or {}) if shared else {}
+            batch.shared = self._shared_setup(job, given) if shared else None
             image = render(pipe, batch, progress)[0]
-            if batch.shared is not None:
-                self.anchors.offer(batch.shared.recorded)
+            anchor_caches = self._keep_anchor_caches(job, batch.shared, given)
         if regenerate is not None and previous is not None:
             image = composite(image, previous, regenerate, self.vae_scale_factor)
         with timer.stage("locate"):
@@ -158,6 +169,7 @@ class Drawer:
             seed=seed,
             crops=crops,
             timings=timer.timings,
+            anchor_caches=anchor_caches,
         )
 
     def _global_frames(self, job: DrawJob, settings: DrawSettings, timer: Timer) -> ReferenceEmbeds | None:
@@ -170,14 +182,18 @@ class Drawer:
             frames = [decode_image(data, f"global reference frame {i}") for i, data in enumerate(job.global_references)]
             return encode_references(self.pipe, frames)
 
-    def _shared_setup(self, job: DrawJob) -> SharedSetup:
-        """Shared attention in a turn: one image; each planned subject with a usable anchor cache is attended to
-        inside its box, and every subject's patches are recorded for later turns."""
+    def _shared_setup(self, job: DrawJob, given: dict[str, AnchorCache]) -> SharedSetup:
+        """Shared attention in a turn: one image; each planned subject with a usable anchor cache (the job's, whose
+        validity the subject memory owns, or this drawer's own) is attended to inside its box, and every subject's
+        patches are recorded for later turns (none when the cache bound is 0)."""
         plan, shared = job.plan, job.settings.shared_attention
         prompt = scene_prompt(plan, plan.items)
         cached = []
         for item in plan.items:
-            cache = self.anchors.usable(item.subject_id, job.references.get(item.subject_id))
+            if job.anchor_caches is not None:
+                cache = given.get(item.subject_id)
+            else:
+                cache = self.anchors.usable(item.subject_id, job.references.get(item.subject_id))
             if cache is not None:
                 cached.append((cache, 0, item.box))
         return SharedSetup(
@@ -191,8 +207,23 @@ class Drawer:
             record={
                 item.subject_id: (0, item.box, reference_hash(job.references.get(item.subject_id)))
                 for item in plan.items
-            },
+            }
+            if shared.anchor_cache_mib > 0
+            else {},
         )
+
+    def _keep_anchor_caches(
+        self, job: DrawJob, shared: SharedSetup | None, given: dict[str, AnchorCache]
+    ) -> dict[str, bytes]:
+        """The anchor caches the render recorded, within the job's size bound: back to the caller's subject memory
+        when the job carried its caches (those that beat them), else into this drawer's own store."""
+        if shared is None:
+            return {}
+        max_bytes = int(job.settings.shared_attention.anchor_cache_mib * 2**20)
+        if job.anchor_caches is None:
+            self.anchors.offer(shared.recorded, max_bytes)
+            return {}
+        return caches_to_return(shared.recorded, given, max_bytes)
 
     def _use_scheduler(self, name: str) -> None:
         if name not in self._schedulers:

@@ -1,4 +1,4 @@
-"""The `studio` command: serve, keys, chat, story, demo, bench."""
+"""The `studio` command: serve, keys, chat, story, consistory, demo, bench."""
 
 from __future__ import annotations
 
@@ -522,6 +522,15 @@ def _mount_bench() -> None:
 
 
 _mount_bench()
+
+
+def _mount_consistory() -> None:
+    from entrypoints.consistory import consistory
+
+    app.command("consistory")(consistory)
+
+
+_mount_consistory()
 
 if __name__ == "__main__":
     app()

@@ -37,6 +37,19 @@ MECHANISMS_HELP = (
 )
 
 
+DEFAULT_ANCHOR_CACHE_MIB = 32.0
+MAX_ANCHOR_CACHE_MIB = 256.0
+"""Bounds of one subject's ConsiStory anchor cache (docs/mechanisms.md, "Anchor cache storage")."""
+MAX_ANCHOR_CACHE_BLOB = int(MAX_ANCHOR_CACHE_MIB * 2**20) + 2**20
+"""The largest anchor-cache blob a job or result may carry: the bound plus room for the safetensors header."""
+
+
+def _bounded_blobs(blobs: dict[str, bytes] | None, what: str) -> None:
+    for subject_id, data in (blobs or {}).items():
+        if len(data) > MAX_ANCHOR_CACHE_BLOB:
+            raise ValueError(f"{what}[{subject_id!r}] is {len(data)} bytes, over {MAX_ANCHOR_CACHE_BLOB}")
+
+
 class SharedAttentionSettings(BaseModel):
     """ConsiStory's subject-driven shared self-attention (seed-mechanisms.md, ConsiStory)."""
 
@@ -45,6 +58,13 @@ class SharedAttentionSettings(BaseModel):
         default=0.1, ge=0.0, le=1.0, description="fraction of the first steps that blend in the vanilla queries"
     )
     feature_injection: bool = Field(default=False, description="DIFT-style feature injection")
+    anchor_cache_mib: FiniteFloat = Field(
+        default=DEFAULT_ANCHOR_CACHE_MIB,
+        ge=0.0,
+        le=MAX_ANCHOR_CACHE_MIB,
+        description="size bound of one subject's anchor cache: a larger one keeps evenly spaced steps, one whose "
+        "single step exceeds it is not kept; 0 keeps none",
+    )
 
 
 class GlobalReferenceSettings(BaseModel):
@@ -141,6 +161,12 @@ class DrawJob(BaseModel):
         max_length=200,
         description="Story-Adapter: every frame of the previous round, attended to under one softmax",
     )
+    anchor_caches: dict[str, bytes] | None = Field(
+        default=None,
+        description="ConsiStory: the subject memory's anchor cache of each planned subject that has one (subject id "
+        "→ safetensors blob); given (even empty), the drawer uses only these and returns the better ones it "
+        "records; None: the drawer keeps its own in memory (docs/mechanisms.md)",
+    )
 
     @model_validator(mode="after")
     def _refs_belong_to_plan(self) -> DrawJob:
@@ -151,6 +177,10 @@ class DrawJob(BaseModel):
             raise ValueError("an editing plan needs the previous image")
         if self.global_references and "global_reference" not in self.settings.mechanisms:
             raise ValueError("global_references given without the `global_reference` mechanism in settings")
+        stray = sorted(set(self.anchor_caches or {}) - set(self.plan.subject_ids))
+        if stray:
+            raise ValueError(f"anchor_caches given for subjects not in the plan: {stray}")
+        _bounded_blobs(self.anchor_caches, "anchor_caches")
         return self
 
 
@@ -179,3 +209,13 @@ class DrawResult(BaseModel):
     crops: dict[str, SubjectCrop] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
     debug_image: bytes | None = Field(default=None, description="PNG with planned and detected boxes drawn")
+    anchor_caches: dict[str, bytes] = Field(
+        default_factory=dict,
+        description="ConsiStory: the anchor caches this render recorded that replace the job's (subject id → "
+        "safetensors blob; only for a job that carried `anchor_caches`)",
+    )
+
+    @model_validator(mode="after")
+    def _caches_bounded(self) -> DrawResult:
+        _bounded_blobs(self.anchor_caches, "anchor_caches")
+        return self

@@ -19,13 +19,17 @@ def update_memory(
     images: ImageStore,
     refresh: Literal["first", "better"] = "first",
     source: ReferenceSource = ReferenceSource.FINAL,
+    anchor_caches: dict[str, bytes] | None = None,
 ) -> list[Subject]:
     """Return the memory after a turn.
 
     - a planned subject found with a crop and no reference gets the crop as its reference;
     - with `refresh="better"`, a found subject whose new detection score beats the stored one gets it;
     - a user-uploaded reference is never replaced;
-    - every planned subject is marked seen (first_seen_turn kept, refreshed_turn updated on a new crop).
+    - every planned subject is marked seen (first_seen_turn kept, refreshed_turn updated on a new crop);
+    - ConsiStory anchor caches: a cache the drawer returned (it beat the subject's, `anchor_caches`) is stored and
+      becomes the subject's; a new reference drops the old cache (a cache recorded in the same turn as the
+      new reference's crop goes with it and is kept).
     """
     by_id = {subject.id: subject for subject in subjects}
     for item in plan.items:
@@ -43,8 +47,12 @@ def update_memory(
                     "reference_source": source,
                     "reference_score": crop.score,
                     "refreshed_turn": turn_index,
+                    "anchor_cache_id": None,
                 }
             )
+        cache = (anchor_caches or {}).get(item.subject_id)
+        if cache is not None:
+            current = current.model_copy(update={"anchor_cache_id": images.put(cache)})
         by_id[current.id] = current
     return sorted(by_id.values(), key=lambda s: id_key(s.id))
 

@@ -29,8 +29,9 @@ from studio.notify import PostgresListener
 from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
 from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone
+from studio.round_robin import RoundRobin
 from studio.settings import Settings
-from studio.storage.database import Database
+from studio.storage.database import ANCHOR_CACHE, Database
 from studio.storage.images import FileImageStore
 from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
 from studio.turns import CropView, EventType, Session, Turn, TurnEvent, TurnRequest, TurnStatus
@@ -66,7 +67,14 @@ class TurnService:
         self.stories: StoryRunner | None = None
         """The long-story runner (studio/story_runner.py), set by the composition root; it shares the pool."""
         self._lock = threading.Lock()
-        self._active: set[str] = set()
+        self._sessions = RoundRobin(
+            self._lock,
+            lambda: self._closed,
+            self.run_in_pool,
+            self._serve,
+            again=lambda session_id, ran: ran or session_id in self.db.claimable_sessions([session_id]),
+            what="session",
+        )
         """Sessions with a task in the pool (waiting or running): at most one each, so turns stay ordered."""
         self._running: dict[str, tuple[str, StoredCancel]] = {}
         """Turn id → (session id, cancel signal) of the turns running in this process."""
@@ -227,7 +235,7 @@ class TurnService:
         """Delete the session's records and events, its image files that no other session references, and
         the engine's checkpoints of its thread. A turn of the session still running stops at its next step
         (in any process: its row is gone) and records nothing."""
-        orphans = self.db.delete_session(session.id)
+        orphans = self.db.delete_session(session.id)  # its anchor caches too (image rows of kind anchor_cache)
         with self._lock:
             running = [cancel for session_id, cancel in self._running.values() if session_id == session.id]
         for cancel in running:
@@ -271,10 +279,12 @@ class TurnService:
             reference_score=None,
             first_seen_turn=existing.first_seen_turn if existing else None,
             refreshed_turn=existing.refreshed_turn if existing else None,
+            anchor_cache_id=None,  # a new reference invalidates the subject's anchor cache
         )
         if not self.db.put_subject(session.id, session.tenant, subject, image_id):
             self._delete_files(self.db.unreferenced_images({image_id}))
             raise SessionGone(f"session {session.id} not found")
+        self._delete_files(self.db.prune_anchor_caches(session.id))
         return subject
 
     def rename_subject(
@@ -285,10 +295,15 @@ class TurnService:
         existing = next((s for s in self.db.list_subjects(session.id) if s.id == subject_id), None)
         if existing is None:
             return None
-        changes = {key: value for key, value in (("name", name), ("description", description)) if value is not None}
+        changes: dict[str, Any] = {
+            key: value for key, value in (("name", name), ("description", description)) if value is not None
+        }
+        if any(getattr(existing, key) != value for key, value in changes.items()):
+            changes["anchor_cache_id"] = None  # another subject now (its tokens, its look): its cache is stale
         subject = existing.model_copy(update=changes)
         if not self.db.put_subject(session.id, session.tenant, subject, None):
             raise SessionGone(f"session {session.id} not found")
+        self._delete_files(self.db.prune_anchor_caches(session.id))
         return subject
 
     def _delete_files(self, image_ids: list[str]) -> None:
@@ -298,24 +313,13 @@ class TurnService:
     # --- scheduling: round-robin across sessions, one turn at a time per session -----------------------
 
     def _schedule(self, session_id: str) -> None:
-        with self._lock:
-            if self._closed or session_id in self._active:
-                return
-            self._active.add(session_id)
-            self._submit(session_id)
+        self._sessions.schedule(session_id)
 
-    def _submit(self, session_id: str) -> None:
-        """Queue one round of the session behind every session already waiting (call under `_lock`)."""
-        try:
-            self._pool.submit(self._serve, session_id)
-        except RuntimeError:  # the pool is shut down: the next process resumes the session
-            self._active.discard(session_id)
-
-    def _serve(self, session_id: str) -> None:
-        """Claim and run the session's next unfinished turn, then queue the session again at the back: with
-        more sessions than workers, each session with work gets one turn per round (a session's turns still
-        run strictly in order, never two at once, in one process at a time: the claim is refused while
-        another process holds a lease on the session)."""
+    def _serve(self, session_id: str) -> bool | None:
+        """Claim and run the session's next unfinished turn; the session then queues again at the back
+        (studio/round_robin.py) while it has turns: with more sessions than workers, each session with work gets
+        one turn per round (a session's turns still run strictly in order, never two at once, in one process at a
+        time: the claim is refused while another process holds a lease on the session)."""
         turn = None
         try:
             if not self._closed:
@@ -326,15 +330,8 @@ class TurnService:
             # not even the failure could be recorded (e.g. the database is unreachable): stop rather than
             # spin; a later submit or a restart picks the session up again
             log.exception("session %s: turn %s could not be finished", session_id, turn.id if turn else None)
-            with self._lock:
-                self._active.discard(session_id)
-            return
-        with self._lock:
-            # re-checked under the lock: a turn submitted since the query must not wait forever
-            if not self._closed and (turn is not None or session_id in self.db.claimable_sessions([session_id])):
-                self._submit(session_id)
-            else:
-                self._active.discard(session_id)
+            return None
+        return turn is not None
 
     # --- one turn -------------------------------------------------------------------------------------
 
@@ -437,6 +434,8 @@ class TurnService:
         for subject in memory:
             if subject.reference_image_id:
                 image_ids.setdefault(subject.reference_image_id, "reference")
+            if subject.anchor_cache_id:
+                image_ids.setdefault(subject.anchor_cache_id, ANCHOR_CACHE)
         timings = {**result.timings, "turn_total": round(seconds, 4)}
         final_id = next(iter(image_ids))
         if not self.db.finish_turn(
@@ -457,6 +456,7 @@ class TurnService:
                 self._delete_files(self.db.unreferenced_images(set(image_ids)))
             # else another process took the turn over (this one stalled past its lease) and records it
             return
+        self._delete_files(self.db.prune_anchor_caches(session.id))  # the caches this turn's memory replaced
         self._emit(turn, "done", {"image_id": final_id, "timings": timings})
 
     def _fail(self, turn: Turn, reason: str, info: dict[str, Any] | None = None) -> None:

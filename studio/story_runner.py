@@ -19,6 +19,7 @@ from studio.cancellation import StoredCancel
 from studio.failures import DrawCancelled, TurnFailure, clip_reason
 from studio.protocols import Drawer
 from studio.rejections import RequestRejected
+from studio.round_robin import RoundRobin
 from studio.storage.images import FileImageStore
 from studio.storage.stories import StoryStore
 from studio.stories import Story, StoryCreate, StoryStatus, frame_job
@@ -40,7 +41,14 @@ class StoryRunner:
         self.images: FileImageStore = service.images
         self.drawer = drawer
         self._lock = threading.Lock()
-        self._active: set[str] = set()
+        self._stories = RoundRobin(
+            self._lock,
+            lambda: self._closed,
+            service.run_in_pool,
+            self._serve,
+            idle=lambda story_id: self._previous.pop(story_id, None),
+            what="story",
+        )
         """Stories with a task in the pool: at most one each, so a story's frames are drawn in order."""
         self._running: dict[str, threading.Event] = {}
         self._closed = False
@@ -99,30 +107,15 @@ class StoryRunner:
     # --- scheduling -----------------------------------------------------------------------------------
 
     def _schedule(self, story_id: str) -> None:
-        with self._lock:
-            if self._closed or story_id in self._active:
-                return
-            self._active.add(story_id)
-            self._submit(story_id)
+        self._stories.schedule(story_id)
 
-    def _submit(self, story_id: str) -> None:
-        """Queue one frame of the story behind every task already waiting (call under `_lock`)."""
-        if not self.service.run_in_pool(lambda: self._serve(story_id)):
-            self._active.discard(story_id)
-
-    def _serve(self, story_id: str) -> None:
-        more = False
+    def _serve(self, story_id: str) -> bool:
+        """One frame of the story (studio/round_robin.py queues it again at the back while it has more)."""
         try:
-            if not self._closed:
-                more = self._step(story_id)
+            return self._step(story_id)
         except Exception:
             log.exception("story %s: its frame could not be finished", story_id)
-        with self._lock:
-            if more and not self._closed:
-                self._submit(story_id)
-            else:
-                self._active.discard(story_id)
-                self._previous.pop(story_id, None)
+            return False
 
     # --- one frame ------------------------------------------------------------------------------------
 

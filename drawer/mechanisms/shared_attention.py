@@ -19,19 +19,21 @@ in the design notes (seed-mechanisms.md §4), plus a per-subject anchor cache fo
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from drawer.layout_masks import Grid, box_coverage
+from drawer.mechanisms.anchor_cache import (  # the cache's home; the others are re-exported from here
+    AnchorCache,
+    AnchorStore,  # noqa: F401
+    reference_hash,  # noqa: F401
+    safe_open_bytes,  # noqa: F401
+    usable_cache,  # noqa: F401
+)
 from studio.geometry import Box
 
 if TYPE_CHECKING:
@@ -76,84 +78,6 @@ def subject_mask(maps: torch.Tensor, tokens: list[int]) -> torch.Tensor:
 def _resize_mask(mask: torch.Tensor, source: Grid, target: Grid) -> torch.Tensor:
     grid = mask.float().view(1, 1, source.height, source.width)
     return F.interpolate(grid, size=(target.height, target.width), mode="bilinear").flatten() > 0.5
-
-
-@dataclass
-class AnchorCache:
-    """One subject's cached anchor patches: per (step, up-block layer) the self-attention inputs of its subject
-    patches, [unconditional; conditional] halves stacked as [2, P, C] (or [1, P, C] unguided), on the CPU."""
-
-    subject_id: str
-    reference_hash: str
-    steps: int
-    area: float
-    patches: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.patches.values())
-
-    def to_bytes(self) -> bytes:
-        """The cache as one safetensors blob (what the subject memory stores; content-addressed by its hash)."""
-        tensors = {f"{step}|{layer}": patches.contiguous() for (step, layer), patches in self.patches.items()}
-        meta = {
-            "subject_id": self.subject_id,
-            "reference_hash": self.reference_hash,
-            "steps": str(self.steps),
-            "area": repr(self.area),
-        }
-        return safetensors.torch.save(tensors, metadata=meta)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> AnchorCache:
-        with safe_open_bytes(data) as (tensors, meta):
-            patches = {(int(key.split("|", 1)[0]), key.split("|", 1)[1]): value for key, value in tensors.items()}
-        return cls(meta["subject_id"], meta["reference_hash"], int(meta["steps"]), float(meta["area"]), patches)
-
-    def at(self, step: int, steps: int, layer: str) -> torch.Tensor | None:
-        cached_step = round(step * (self.steps - 1) / max(steps - 1, 1)) if self.steps > 1 else 0
-        return self.patches.get((cached_step, layer))
-
-
-@contextmanager
-def safe_open_bytes(data: bytes) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, str]]]:
-    """Tensors and metadata of a safetensors blob."""
-    header_length = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8 : 8 + header_length]).get("__metadata__", {})
-    yield safetensors.torch.load(data), meta
-
-
-def reference_hash(data: bytes | None) -> str:
-    """What invalidates a subject's anchor cache: the content hash of its reference image ("" without one)."""
-    return hashlib.sha256(data).hexdigest() if data else ""
-
-
-def usable_cache(cache: AnchorCache, reference: bytes | None) -> bool:
-    """A cache serves a subject while its reference is the one the cache was recorded with. A cache recorded
-    before the subject had a reference (its first turn, whose crop becomes the reference) is adopted by it."""
-    return not cache.reference_hash or cache.reference_hash == reference_hash(reference)
-
-
-@dataclass
-class AnchorStore:
-    """The drawer's per-subject anchor caches (in memory; the best-seen turn per subject: the largest box)."""
-
-    caches: dict[str, AnchorCache] = field(default_factory=dict)
-
-    def usable(self, subject_id: str, reference: bytes | None) -> AnchorCache | None:
-        cache = self.caches.get(subject_id)
-        if cache is not None and not usable_cache(cache, reference):
-            del self.caches[subject_id]
-            return None
-        if cache is not None and not cache.reference_hash and reference:
-            cache.reference_hash = reference_hash(reference)
-        return cache
-
-    def offer(self, recorded: dict[str, AnchorCache]) -> None:
-        for subject_id, cache in recorded.items():
-            current = self.caches.get(subject_id)
-            if cache.patches and (current is None or cache.area >= current.area):
-                self.caches[subject_id] = cache
 
 
 @dataclass

@@ -41,6 +41,8 @@ KEY_PREFIX = "sk-studio-"
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"
 MIGRATION_LOCK = 7_430_051_001  # any constant: the PostgreSQL advisory lock taken while migrating
+ANCHOR_CACHE = "anchor_cache"
+"""The `images.kind` of a subject's ConsiStory anchor cache blob (in the image store, never served as an image)."""
 UNFINISHED = [TurnStatus.QUEUED.value, TurnStatus.PLANNING.value, TurnStatus.DRAWING.value]
 
 
@@ -223,6 +225,8 @@ class Database:
             for subject in memory:
                 if subject.reference_image_id:
                     shared.setdefault(subject.reference_image_id, "reference")
+                if subject.anchor_cache_id:
+                    shared.setdefault(subject.anchor_cache_id, ANCHOR_CACHE)
             for image_id, kind in shared.items():
                 _insert_image(conn, image_id, child.id, child.tenant, kind)
             if memory:
@@ -551,9 +555,36 @@ class Database:
             )
         return True
 
+    def prune_anchor_caches(self, session_id: str) -> list[str]:
+        """Drop the session's anchor-cache rows that no subject of it holds any more (replaced by a better one,
+        or dropped with a changed reference) and return the ids of those no session references: the caller
+        deletes their files. A subject keeps one cache, so a session stores one per subject."""
+        images, subjects = schema.images, schema.subjects
+        with self._locked_tx(session_id) as conn:
+            held = {
+                Subject.model_validate(row.data).anchor_cache_id
+                for row in conn.execute(select(subjects.c.data).where(subjects.c.session_id == session_id))
+            }
+            rows = set(
+                conn.execute(
+                    select(images.c.id).where(images.c.session_id == session_id, images.c.kind == ANCHOR_CACHE)
+                ).scalars()
+            )
+            stale = rows - held
+            if not stale:
+                return []
+            conn.execute(
+                delete(images).where(
+                    images.c.session_id == session_id, images.c.kind == ANCHOR_CACHE, images.c.id.in_(stale)
+                )
+            )
+            return _unreferenced(conn, stale)
+
     def image_visible_to(self, image_id: str, tenant: str) -> bool:
-        """True when one of the tenant's sessions or stories holds the image."""
-        query = select(schema.images.c.id).where(schema.images.c.id == image_id, schema.images.c.tenant == tenant)
+        """True when one of the tenant's sessions or stories holds the image (an anchor cache is no image)."""
+        query = select(schema.images.c.id).where(
+            schema.images.c.id == image_id, schema.images.c.tenant == tenant, schema.images.c.kind != ANCHOR_CACHE
+        )
         frames, stories = schema.story_frames, schema.stories
         in_story = (
             select(frames.c.image_id)
@@ -630,6 +661,7 @@ def _keep_concurrent_uploads(conn: Connection, session_id: str, memory: list[Sub
                     "reference_image_id": current.reference_image_id,
                     "reference_source": current.reference_source,
                     "reference_score": current.reference_score,
+                    "anchor_cache_id": current.anchor_cache_id,  # the turn's cache went with the old reference
                 }
             )
     return list(merged.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -44,3 +45,25 @@ class PausingDrawer(FakeDrawer):
 
 def pausing_drawer(settings: Settings, preset: str) -> PausingDrawer:
     return PausingDrawer(steps=4, step_seconds=float(os.environ.get(STEP_SECONDS_ENV, "0")))
+
+
+class AnchorEchoDrawer(PausingDrawer):
+    """PausingDrawer that returns, for each planned subject, an anchor cache naming the one its job carried
+    (`anchor of <id> after <sha256 of the carried blob, 12 hex digits, or none>`): what reached the worker."""
+
+    def draw(
+        self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
+    ) -> DrawResult:
+        result = super().draw(job, on_step=on_step, cancel=cancel)
+        carried = job.anchor_caches or {}
+        caches = {sid: anchor_echo(sid, carried.get(sid)) for sid in job.plan.subject_ids}
+        return result.model_copy(update={"anchor_caches": caches})
+
+
+def anchor_echo(subject_id: str, carried: bytes | None) -> bytes:
+    seen = hashlib.sha256(carried).hexdigest()[:12] if carried is not None else "none"
+    return f"anchor of {subject_id} after {seen}".encode()
+
+
+def anchor_drawer(settings: Settings, preset: str) -> AnchorEchoDrawer:
+    return AnchorEchoDrawer(steps=2, step_seconds=0.0)
