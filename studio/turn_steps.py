@@ -10,6 +10,7 @@ from studio.draw import DrawJob, DrawResult, DrawSettings
 from studio.memory import update_memory
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, ImageStore, StepCallback
+from studio.reference_inputs import subject_reference_inputs
 from studio.subjects import Subject
 
 
@@ -28,7 +29,13 @@ def build_draw_job(
         if subject is not None and subject.reference_image_id is not None:
             references[subject_id] = images.get(subject.reference_image_id)
     previous = images.get(previous_image_id) if plan.edit is not None and previous_image_id else None
-    return DrawJob(plan=plan, references=references, settings=settings, previous_image=previous)
+    return DrawJob(
+        plan=plan,
+        references=references,
+        settings=settings,
+        previous_image=previous,
+        **subject_reference_inputs(plan, by_id, settings, images),
+    )
 
 
 def draw_and_memorize(
