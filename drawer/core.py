@@ -122,7 +122,7 @@ class Drawer:
             subject_refs = job_references(job, references)
         with timer.stage("encode"):
             if self.uses_references:
-                embeds, ref_index, ref_plan = subject_refs.encode(pipe)
+                embeds, ref_index, ref_plan = subject_refs.encode(pipe, encode_references)
             else:
                 embeds, ref_index, ref_plan = None, _index(list(references)), None
         hooks: list[LatentBlend] = []
@@ -139,7 +139,7 @@ class Drawer:
                 with timer.stage("encode"):
                     for sid, image in new_refs.items():
                         subject_refs.add(sid, [image])
-                    embeds, ref_index, ref_plan = subject_refs.encode(pipe)
+                    embeds, ref_index, ref_plan = subject_refs.encode(pipe, encode_references)
         regenerate = None
         if plan.edit is not None and previous is not None:
             with timer.stage("encode"):
