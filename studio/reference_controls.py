@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, FiniteFloat
 
+from studio.text import Text
+
 ReferenceCombine = Literal["average", "tokens"]
 """How several reference images of one subject condition it: `average` the image embeddings into one
 reference (the subject keeps the token count of one image), or `tokens`: every image's tokens side by side
@@ -36,7 +38,8 @@ def _check_window(window: tuple[float, float]) -> tuple[float, float]:
 ReferenceScale = Annotated[FiniteFloat, Field(ge=0.0, le=5.0)]
 """Multiplier of a subject's image rows (on top of `img_scale` and its box share); 0 turns them off."""
 
-ReferenceWindow = Annotated[tuple[FiniteFloat, FiniteFloat], AfterValidator(_check_window)]
+_Fraction = Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
+ReferenceWindow = Annotated[tuple[_Fraction, _Fraction], AfterValidator(_check_window)]
 """[start, end): the fractions of the denoising steps during which a subject's image rows are on. Step i of
 n is inside when start <= i / n < end; (0, 1) is every step."""
 
@@ -79,5 +82,5 @@ class StyleReferenceSettings(BaseModel):
     or per turn (the turn's settings). `image_id` names an image of the session's tenant (an upload through
     `POST /v1/sessions/{id}/style-reference`, or any picture of the session)."""
 
-    image_id: str | None = Field(default=None, min_length=1, max_length=200, description="image-store id")
+    image_id: Text | None = Field(default=None, min_length=1, max_length=200, description="image-store id")
     scale: FiniteFloat = Field(default=0.5, ge=0.0, le=2.0, description="IP-Adapter scale of the style reference")
