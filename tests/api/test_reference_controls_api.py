@@ -68,6 +68,24 @@ def test_several_references_per_subject_reach_the_draw_and_survive_the_turn(clie
     assert replaced["more_reference_image_ids"] == [] and replaced["reference_combine"] == "tokens"
 
 
+def test_a_branch_keeps_the_further_references_and_the_style_image_when_the_parent_goes(client, keys) -> None:
+    session_id = _session(client, keys["a"])
+    _upload(client, keys["a"], session_id, 10, add=True)
+    more = _upload(client, keys["a"], session_id, 20, add=True).json()["more_reference_image_ids"][0]
+    files = {"file": ("style.png", png(16, 16, (0, 9, 0)), "image/png")}
+    style = client.post(f"/v1/sessions/{session_id}/style-reference", files=files, headers=keys["a"]).json()
+    style_id = style["settings"]["style_reference"]["image_id"]
+    assert client.post(f"/v1/sessions/{session_id}/turns", json={"plan": PLAN}, headers=keys["a"]).status_code == 202
+    assert wait_for_turn(client, keys["a"], session_id, 1)["status"] == "done"
+    branch = client.post(f"/v1/sessions/{session_id}/turns/1/branch", json={}, headers=keys["a"])
+    assert branch.status_code == 201, branch.text
+    assert client.delete(f"/v1/sessions/{session_id}", headers=keys["a"]).status_code == 204
+    (subject,) = client.get(f"/v1/sessions/{branch.json()['id']}/subjects", headers=keys["a"]).json()
+    assert subject["more_reference_image_ids"] == [more]
+    for image_id in (more, style_id):
+        assert client.get(f"/v1/images/{image_id}", headers=keys["a"]).status_code == 200
+
+
 def test_a_subject_holds_at_most_eight_references(client, keys) -> None:
     session_id = _session(client, keys["a"])
     for shade in range(8):

@@ -305,6 +305,25 @@ def test_style_joins_grca_in_one_stack(tiny_drawer: Drawer) -> None:
     assert [(p.first, p.count, p.scale) for p in canvas.parts] == [(1, 1, 0.3), (2, 1, 0.5)]
 
 
+def test_style_and_grca_inside_the_layout_add_their_own_branches(tiny_drawer: Drawer, attn: Attention) -> None:
+    gen = torch.Generator().manual_seed(6)
+    factor = tiny_drawer.vae_scale_factor
+    hidden = torch.randn(2, (64 // factor) * (96 // factor), attn.to_q.in_features, generator=gen)
+    text = torch.randn(2, 77, attn.to_k.in_features, generator=gen)
+    ip = torch.randn(2, 3, 4, attn.to_k.in_features, generator=gen)  # subject 1, the GRCA frame, the style
+    outs = {}
+    for grca_scale, style_scale in ((0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.3, 0.5)):
+        batch = _style_batch(tiny_drawer, style_scale, grca=True)
+        batch.global_scale = grca_scale
+        stack = build_stack(tiny_drawer.pipe, batch)
+        with torch.no_grad():
+            outs[grca_scale, style_scale] = attn(hidden, encoder_hidden_states=(text, [ip]), **stack.kwargs).double()
+    base = outs[0.0, 0.0]
+    grca, style = outs[0.3, 0.0] - base, outs[0.0, 0.5] - base
+    assert grca.abs().max() > 1e-3 and style.abs().max() > 1e-3
+    torch.testing.assert_close(outs[0.3, 0.5] - base, grca + style, rtol=1e-4, atol=1e-5)
+
+
 def test_style_reference_changes_the_drawn_picture_and_scale_zero_does_not(tiny_drawer: Drawer) -> None:
     def draw(style: bytes | None, scale: float) -> np.ndarray:
         settings = _settings(2, style_reference={"scale": scale})
