@@ -72,6 +72,7 @@ def create_app(service: TurnService) -> FastAPI:
     app.state.metrics = metrics
     for module in (routes_sessions, routes_turns, routes_subjects, routes_images, routes_stories):
         app.include_router(module.router)
+    app.include_router(routes_subjects.style_router)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

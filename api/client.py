@@ -161,16 +161,42 @@ class _Calls:
         return _Call("POST", f"/v1/sessions/{session_id}/turns/{index}/branch", json=body, parse=Session)
 
     @staticmethod
-    def upload_reference(session_id: str, name: str, image: bytes, description: str, subject_id: str | None) -> _Call:
+    def upload_reference(
+        session_id: str, name: str, image: bytes, description: str, subject_id: str | None, add: bool = False
+    ) -> _Call:
         data = {"name": name, "description": description}
         if subject_id is not None:
             data["subject_id"] = subject_id
+        if add:
+            data["add"] = "true"
         return _Call(
             "POST",
             f"/v1/sessions/{session_id}/subjects",
             files={"file": ("reference", image, "application/octet-stream")},
             data=data,
             parse=SubjectView,
+        )
+
+
+    @staticmethod
+    def update_subject(session_id: str, subject_id: str, fields: dict[str, Any]) -> _Call:
+        """PATCH a subject: name, description and the reference controls (docs/reference_controls.md); a
+        control given as None goes back to its default."""
+        allowed = {"name", "description", "reference_scale", "reference_window", "reference_combine"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise TypeError(f"update_subject got unknown fields {unknown}; allowed: {sorted(allowed)}")
+        return _Call("PATCH", f"/v1/sessions/{session_id}/subjects/{subject_id}", json=fields, parse=SubjectView)
+
+    @staticmethod
+    def upload_style_reference(session_id: str, image: bytes, scale: float | None) -> _Call:
+        data = {} if scale is None else {"scale": repr(float(scale))}
+        return _Call(
+            "POST",
+            f"/v1/sessions/{session_id}/style-reference",
+            files={"file": ("style", image, "application/octet-stream")},
+            data=data,
+            parse=Session,
         )
 
 
@@ -582,9 +608,25 @@ class StudioClient:
 
     # subjects and images
     def upload_reference(
-        self, session_id: str, name: str, image: bytes, description: str = "", subject_id: str | None = None
+        self,
+        session_id: str,
+        name: str,
+        image: bytes,
+        description: str = "",
+        subject_id: str | None = None,
+        add: bool = False,
     ) -> SubjectView:
-        return self._do(_Calls.upload_reference(session_id, name, image, description, subject_id))
+        """Upload a subject's reference image; with `add`, one more reference next to those it has."""
+        return self._do(_Calls.upload_reference(session_id, name, image, description, subject_id, add))
+
+    def update_subject(self, session_id: str, subject_id: str, **fields: Any) -> SubjectView:
+        """Change a subject's name, description or reference controls (`reference_scale`, `reference_window`,
+        `reference_combine`; None resets one)."""
+        return self._do(_Calls.update_subject(session_id, subject_id, fields))
+
+    def upload_style_reference(self, session_id: str, image: bytes, scale: float | None = None) -> Session:
+        """Make an image the session's global style reference (whole canvas, at `scale`)."""
+        return self._do(_Calls.upload_style_reference(session_id, image, scale))
 
     def list_subjects(self, session_id: str) -> list[SubjectView]:
         return self._do(_Call("GET", f"/v1/sessions/{session_id}/subjects", parse=list[SubjectView]))
@@ -804,9 +846,21 @@ class AsyncStudioClient:
         return await self.wait(await self.post_turn(session_id, plan=plan), timeout)
 
     async def upload_reference(
-        self, session_id: str, name: str, image: bytes, description: str = "", subject_id: str | None = None
+        self,
+        session_id: str,
+        name: str,
+        image: bytes,
+        description: str = "",
+        subject_id: str | None = None,
+        add: bool = False,
     ) -> SubjectView:
-        return await self._do(_Calls.upload_reference(session_id, name, image, description, subject_id))
+        return await self._do(_Calls.upload_reference(session_id, name, image, description, subject_id, add))
+
+    async def update_subject(self, session_id: str, subject_id: str, **fields: Any) -> SubjectView:
+        return await self._do(_Calls.update_subject(session_id, subject_id, fields))
+
+    async def upload_style_reference(self, session_id: str, image: bytes, scale: float | None = None) -> Session:
+        return await self._do(_Calls.upload_style_reference(session_id, image, scale))
 
     async def list_subjects(self, session_id: str) -> list[SubjectView]:
         return await self._do(_Call("GET", f"/v1/sessions/{session_id}/subjects", parse=list[SubjectView]))

@@ -13,6 +13,7 @@ from api.errors import error_responses
 from api.routes_sessions import owned_session
 from api.urls import subject_view
 from studio.images import ImageRejected
+from studio.reference_controls import CONTROL_FIELDS, ReferenceCombine, ReferenceScale, ReferenceWindow
 from studio.service import RequestRejected, SessionGone, TurnService
 from studio.text import Text
 from studio.turns import Session, SubjectView
@@ -39,14 +40,20 @@ async def upload_reference(
     subject_id: Annotated[
         Text | None, Form(max_length=20, description="attach to this id; default: the subject of that name, or new")
     ] = None,
+    add: Annotated[
+        bool, Form(description="add the image to the subject's references instead of replacing them (at most 8)")
+    ] = False,
     session: Session = Depends(owned_session),
     service: TurnService = Depends(get_service),
 ) -> SubjectView:
-    """Set a user-supplied reference image. It is never overwritten by a crop of a drawn image."""
+    """Set a user-supplied reference image (or, with `add`, one more). It is never overwritten by a crop of a
+    drawn image."""
     data = await file.read(service.settings.max_upload_bytes + 1)
     try:
         # decoding and re-encoding are CPU work: off the event loop
-        subject = await run_in_threadpool(service.upload_reference, session, name, data, description, subject_id)
+        subject = await run_in_threadpool(
+            service.upload_reference, session, name, data, description, subject_id, add
+        )
     except ImageRejected as exc:
         raise HTTPException(exc.status, str(exc)) from exc
     except RequestRejected as exc:
@@ -61,6 +68,13 @@ class SubjectPatch(BaseModel):
 
     name: Text | None = Field(default=None, min_length=1, max_length=100, description="the subject's noun")
     description: Text | None = Field(default=None, max_length=500)
+    reference_scale: ReferenceScale | None = Field(default=None, description="null: back to the default (1)")
+    reference_window: ReferenceWindow | None = Field(default=None, description="null: back to [0, 1]")
+    reference_combine: ReferenceCombine | None = Field(default=None, description="null: back to 'average'")
+
+    def controls(self) -> dict[str, object]:
+        """The reference controls this patch sets (given explicitly, null included)."""
+        return {name: getattr(self, name) for name in CONTROL_FIELDS if name in self.model_fields_set}
 
 
 @router.patch("/{subject_id}", response_model=SubjectView, responses=error_responses(400, 413))
@@ -70,11 +84,37 @@ def rename_subject(
     session: Session = Depends(owned_session),
     service: TurnService = Depends(get_service),
 ) -> SubjectView:
-    """Rename a subject or change its description; its reference image and turn history stay."""
+    """Rename a subject, change its description or its reference controls (docs/reference_controls.md); its
+    reference images and turn history stay."""
     try:
-        subject = service.rename_subject(session, subject_id, body.name, body.description)
+        subject = service.rename_subject(session, subject_id, body.name, body.description, body.controls())
     except SessionGone as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     if subject is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id} not found")
     return subject_view(subject)
+
+
+style_router = APIRouter(
+    prefix="/v1/sessions/{session_id}", tags=["subjects"], responses=error_responses(401, 404, 422)
+)
+
+
+@style_router.post("/style-reference", response_model=Session, responses=error_responses(400, 413, 415))
+async def upload_style_reference(
+    file: UploadFile = File(..., description="PNG, JPEG or WebP"),
+    scale: Annotated[
+        float | None, Form(ge=0.0, le=2.0, allow_inf_nan=False, description="the style's IP scale; default: kept")
+    ] = None,
+    session: Session = Depends(owned_session),
+    service: TurnService = Depends(get_service),
+) -> Session:
+    """Make an uploaded image the session's global style reference (whole canvas, every later turn; a turn's
+    own `settings.style_reference` overrides it). Answers the session with its new settings."""
+    data = await file.read(service.settings.max_upload_bytes + 1)
+    try:
+        return await run_in_threadpool(service.upload_style_reference, session, data, scale)
+    except ImageRejected as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    except SessionGone as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

@@ -22,6 +22,7 @@ from drawer.mechanisms.anchor_cache import AnchorCache, caches_to_return, decode
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import install_parallel_attention
+from drawer.reference_controls import job_references, job_style
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
@@ -127,23 +128,28 @@ class Drawer:
         self._use_scheduler(settings.scheduler)
         noise = self._noise(plan, seed)
         blend_noise = self._noise(plan, seed + 1 if seed < 2**63 - 1 else 0)
+        with timer.stage("decode_inputs"):
+            subject_refs = job_references(job, references)
         with timer.stage("encode"):
-            ref_ids, ref_images = list(references), list(references.values())
-            embeds = encode_references(pipe, ref_images) if self.uses_references else None
+            if self.uses_references:
+                embeds, ref_index, ref_plan = subject_refs.encode(pipe, encode_references)
+            else:
+                embeds, ref_index, ref_plan = None, _index(list(references)), None
         hooks: list[LatentBlend] = []
         if prerender:
             with timer.stage("prerender"):
-                inputs = prerender_inputs(pipe, plan, settings, embeds, _index(ref_ids), noise, only, seed)
+                inputs = prerender_inputs(pipe, plan, settings, embeds, ref_index, noise, only, seed)
                 assert inputs is not None
+                inputs.batch.reference_plan = ref_plan
                 init = prerender_and_collage(pipe, inputs, plan, settings, self.locator, blend_noise, progress)
             if init.blend is not None:
                 hooks.append(init.blend)
             new_refs = self._references_from_prerender(init.crops, references)
             if new_refs:
                 with timer.stage("encode"):
-                    ref_ids += list(new_refs)
-                    ref_images += list(new_refs.values())
-                    embeds = encode_references(pipe, ref_images)
+                    for sid, image in new_refs.items():
+                        subject_refs.add(sid, [image])
+                    embeds, ref_index, ref_plan = subject_refs.encode(pipe, encode_references)
         regenerate = None
         if plan.edit is not None and previous is not None:
             with timer.stage("encode"):
@@ -151,8 +157,10 @@ class Drawer:
             hooks.extend(edit_hooks)
         with timer.stage("denoise"):
             latents = self._start_latents(noise, hooks, settings.steps)
-            batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
+            batch = main_batch(pipe, plan, settings, embeds, ref_index, latents, list(hooks), seed)
             batch.global_frames = self._global_frames(job, settings, timer)
+            batch.reference_plan = ref_plan
+            batch.style_reference, batch.style_scale = self._style(job, timer), settings.style_reference.scale
             shared = "shared_attention" in settings.mechanisms
             given = decode_caches(job.anchor_caches or {}) if shared else {}
             batch.shared = self._shared_setup(job, given) if shared else None
@@ -181,6 +189,15 @@ class Drawer:
         with timer.stage("encode"):
             frames = [decode_image(data, f"global reference frame {i}") for i, data in enumerate(job.global_references)]
             return encode_references(self.pipe, frames)
+
+    def _style(self, job: DrawJob, timer: Timer) -> ReferenceEmbeds | None:
+        """The global style reference's embeddings (docs/reference_controls.md), or None without one."""
+        if job.style_reference is None:
+            return None
+        if not self.uses_references:
+            raise DrawError("a style reference needs a preset with an IP-Adapter")
+        with timer.stage("encode"):
+            return job_style(self.pipe, job)
 
     def _shared_setup(self, job: DrawJob, given: dict[str, AnchorCache]) -> SharedSetup:
         """Shared attention in a turn: one image; each planned subject with a usable anchor cache (the job's, whose

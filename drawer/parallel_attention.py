@@ -74,6 +74,16 @@ class RowGroup:
     source: torch.Tensor
     tokens: dict[int, torch.Tensor]
     weights: dict[int, torch.Tensor]
+    image_sources: torch.Tensor | None = None
+    """Image rows only: [R, k] sources per row when a subject's k references are read side by side as more
+    tokens (drawer.reference_controls); None: one source per row, `source`."""
+
+    def select_sources(self, flat: torch.Tensor) -> torch.Tensor:
+        """The rows' key/value inputs from `flat` [N, T, C]: [R, T, C], or [R, k·T, C] with `image_sources`."""
+        if self.image_sources is None:
+            return flat.index_select(0, self.source)
+        rows, k = self.image_sources.shape
+        return flat.index_select(0, self.image_sources.flatten()).reshape(rows, k * flat.shape[1], *flat.shape[2:])
 
     def at(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -338,7 +348,7 @@ class ParallelCrossAttnProcessor(IPAdapterAttnProcessor2_0):
             tokens_ip = image_tokens[0][:, : layout.num_references]
             flat_ip = tokens_ip.reshape(-1, *tokens_ip.shape[2:])
             for group in layout.image_groups:
-                chosen = flat_ip.index_select(0, group.source)
+                chosen = group.select_sources(flat_ip)
                 _attend(group, tokens, flat_query, self.to_k_ip[0](chosen), self.to_v_ip[0](chosen), attn.heads, out)
         if global_reference is not None and image_tokens is not None and self.has_ip:
             global_reference.add_frames_attention(self, flat_query, batch_rows, attn.heads, image_tokens[0], out)

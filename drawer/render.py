@@ -13,6 +13,7 @@ from drawer.mechanisms import build_stack
 from drawer.mechanisms.global_reference import pipeline_references
 from drawer.mechanisms.regional import RefineSwitch
 from drawer.parallel_attention import RegionImage
+from drawer.reference_controls import with_style
 from drawer.stepping import LatentHook, Progress, StepCallbackChain
 from studio.draw import AUTOSTUDIO_MECHANISMS, Mechanism
 
@@ -46,6 +47,11 @@ class RenderBatch:
     global_scale: float = 0.0
     shared: object | None = None
     """ConsiStory: the render's shared-attention setup (drawer.mechanisms.shared_attention.SharedSetup)."""
+    reference_plan: object | None = None
+    """Reference controls: each subject's slots and controls (drawer.reference_controls.ReferencePlan)."""
+    style_reference: ReferenceEmbeds | None = None
+    """The global style reference (whole canvas), attended to at `style_scale` (drawer.reference_controls)."""
+    style_scale: float = 0.0
 
 
 @torch.no_grad()
@@ -53,7 +59,7 @@ def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> l
     stack = build_stack(pipe, batch)
     guided = batch.guidance_scale > 1.0
     extra = {}
-    references = pipeline_references(batch.references, batch.global_frames)
+    references = with_style(pipeline_references(batch.references, batch.global_frames), batch.style_reference)
     if references is not None:
         extra["ip_adapter_image_embeds"] = references.pipeline_embeds(guided)
     callback = StepCallbackChain(progress, hooks=batch.hooks, listeners=stack.listeners)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from studio.geometry import Box
 from studio.plan import TurnPlan
+from studio.reference_controls import MAX_SUBJECT_REFERENCES, ReferenceControls, StyleReferenceSettings
 from studio.text import Text
 
 _BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
@@ -103,6 +104,7 @@ class DrawSettings(BaseModel):
     )
     shared_attention: SharedAttentionSettings = Field(default_factory=SharedAttentionSettings)
     global_reference: GlobalReferenceSettings = Field(default_factory=GlobalReferenceSettings)
+    style_reference: StyleReferenceSettings = Field(default_factory=StyleReferenceSettings)
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
@@ -167,6 +169,15 @@ class DrawJob(BaseModel):
         "→ safetensors blob); given (even empty), the drawer uses only these and returns the better ones it "
         "records; None: the drawer keeps its own in memory (docs/mechanisms.md)",
     )
+    more_references: dict[str, Annotated[list[bytes], Field(max_length=MAX_SUBJECT_REFERENCES - 1)]] = Field(
+        default_factory=dict, description="subject id → further reference images, used with `references`"
+    )
+    reference_controls: dict[str, ReferenceControls] = Field(
+        default_factory=dict, description="subject id → its memory's reference controls (plan items override)"
+    )
+    style_reference: bytes | None = Field(
+        default=None, description="the global style reference image (whole canvas, at settings.style_reference.scale)"
+    )
 
     @model_validator(mode="after")
     def _refs_belong_to_plan(self) -> DrawJob:
@@ -181,6 +192,9 @@ class DrawJob(BaseModel):
         if stray:
             raise ValueError(f"anchor_caches given for subjects not in the plan: {stray}")
         _bounded_blobs(self.anchor_caches, "anchor_caches")
+        orphans = sorted(set(self.more_references) - set(self.references))
+        if orphans:
+            raise ValueError(f"more_references given for subjects without a main reference: {orphans}")
         return self
 
 

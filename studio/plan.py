@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field, FiniteFloat, ValidationInfo, field_validator, model_validator
 
 from studio.geometry import Box
+from studio.reference_controls import ReferenceCombine, ReferenceScale, ReferenceWindow
 from studio.subjects import is_component, parent_of, validate_subject_id
 from studio.text import Text
 
@@ -48,6 +49,16 @@ class PlanItem(BaseModel):
         default=None,
         max_length=100,
         description="noun to detect; defaults to the phrase's text before the first comma",
+    )
+    reference_scale: ReferenceScale | None = Field(
+        default=None, description="multiplier of this subject's image rows; None: the subject memory's, else 1"
+    )
+    reference_window: ReferenceWindow | None = Field(
+        default=None,
+        description="[start, end): fractions of the steps with this subject's image rows on; None: memory's, [0, 1]",
+    )
+    reference_combine: ReferenceCombine | None = Field(
+        default=None, description="several references: 'average' the embeddings or 'tokens'; None: memory's, average"
     )
 
     @property

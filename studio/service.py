@@ -28,12 +28,13 @@ from studio.leases import Ticker, lease_owner_id
 from studio.notify import PostgresListener
 from studio.plan import TurnPlan, canvas_side_problem
 from studio.protocols import HistoryEntry, TurnContext, TurnEngine
+from studio.reference_memory import uploaded_subject
 from studio.rejections import IdempotencyKeyReused, QueueFull, RequestRejected, SessionGone
 from studio.round_robin import RoundRobin
 from studio.settings import Settings
 from studio.storage.database import ANCHOR_CACHE, Database
 from studio.storage.images import FileImageStore
-from studio.subjects import ReferenceSource, Subject, next_mother_id, parent_of, validate_subject_id
+from studio.subjects import Subject, next_mother_id, parent_of, validate_subject_id
 from studio.turns import CropView, EventType, Session, Turn, TurnEvent, TurnRequest, TurnStatus
 
 if TYPE_CHECKING:
@@ -177,7 +178,28 @@ class TurnService:
 
     def create_session(self, tenant: str, title: str, height: int, width: int, settings: DrawSettings) -> Session:
         self.check_canvas(height, width, settings.preset)
+        self.check_style_reference(tenant, settings)
         return self.db.create_session(tenant, title, height, width, settings)
+
+    def check_style_reference(self, tenant: str, settings: DrawSettings) -> None:
+        """The style reference must name an image the tenant holds (docs/reference_controls.md)."""
+        image_id = settings.style_reference.image_id
+        if image_id is not None and not self.db.image_visible_to(image_id, tenant):
+            raise RequestRejected(f"settings.style_reference.image_id: image {image_id!r} not found")
+
+    def upload_style_reference(self, session: Session, data: bytes, scale: float | None = None) -> Session:
+        """Store an uploaded style image and make it the session's style reference (its settings' default for
+        every later turn; a turn's own settings still override it)."""
+        image = sniff_upload(data, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
+        image_id = self.images.put(encode_png(image))
+        style = session.settings.style_reference.model_copy(update={"image_id": image_id})
+        if scale is not None:
+            style = style.model_copy(update={"scale": scale})
+        settings = session.settings.model_copy(update={"style_reference": style})
+        if not self.db.set_session_settings(session.id, session.tenant, settings, image_id):
+            self._delete_files(self.db.unreferenced_images({image_id}))
+            raise SessionGone(f"session {session.id} not found")
+        return session.model_copy(update={"settings": settings})
 
     def check_canvas(self, height: int, width: int, preset_name: str) -> None:
         try:
@@ -204,6 +226,7 @@ class TurnService:
         settings = request.settings or session.settings
         if request.settings is not None:
             self.check_canvas(session.height, session.width, settings.preset)
+            self.check_style_reference(session.tenant, settings)
         if request.plan is not None:
             self.check_plan(request.plan, settings.preset)
             if request.plan.edit is not None and not any(
@@ -260,27 +283,28 @@ class TurnService:
         return child
 
     def upload_reference(
-        self, session: Session, name: str, data: bytes, description: str = "", subject_id: str | None = None
+        self,
+        session: Session,
+        name: str,
+        data: bytes,
+        description: str = "",
+        subject_id: str | None = None,
+        add: bool = False,
     ) -> Subject:
         """Validate an uploaded image (ImageRejected carries the HTTP status), store it as PNG and make it the
         reference of `subject_id`, or of the subject of that name, or of a new subject. A crop of a drawn
-        image never replaces it."""
+        image never replaces it. With `add` the image joins the subject's references instead
+        (docs/reference_controls.md)."""
         image = sniff_upload(data, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
         memory = self.db.list_subjects(session.id)
         target = upload_target(memory, name, subject_id)
         image_id = self.images.put(encode_png(image))
         existing = next((s for s in memory if s.id == target), None)
-        subject = Subject(
-            id=target,
-            name=name,
-            description=description or (existing.description if existing else ""),
-            reference_image_id=image_id,
-            reference_source=ReferenceSource.UPLOAD,
-            reference_score=None,
-            first_seen_turn=existing.first_seen_turn if existing else None,
-            refreshed_turn=existing.refreshed_turn if existing else None,
-            anchor_cache_id=None,  # a new reference invalidates the subject's anchor cache
-        )
+        try:
+            subject = uploaded_subject(existing, target, name, description, image_id, add)
+        except RequestRejected:
+            self._delete_files(self.db.unreferenced_images({image_id}))
+            raise
         if not self.db.put_subject(session.id, session.tenant, subject, image_id):
             self._delete_files(self.db.unreferenced_images({image_id}))
             raise SessionGone(f"session {session.id} not found")
@@ -288,10 +312,15 @@ class TurnService:
         return subject
 
     def rename_subject(
-        self, session: Session, subject_id: str, name: str | None = None, description: str | None = None
+        self,
+        session: Session,
+        subject_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        controls: dict[str, Any] | None = None,
     ) -> Subject | None:
-        """Change a subject's name and/or description, keeping its reference and history. None when the
-        session has no such subject."""
+        """Change a subject's name and/or description (and the reference controls in `controls`, None clearing
+        one), keeping its reference and history. None when the session has no such subject."""
         existing = next((s for s in self.db.list_subjects(session.id) if s.id == subject_id), None)
         if existing is None:
             return None
@@ -300,6 +329,7 @@ class TurnService:
         }
         if any(getattr(existing, key) != value for key, value in changes.items()):
             changes["anchor_cache_id"] = None  # another subject now (its tokens, its look): its cache is stale
+        changes.update(controls or {})
         subject = existing.model_copy(update=changes)
         if not self.db.put_subject(session.id, session.tenant, subject, None):
             raise SessionGone(f"session {session.id} not found")

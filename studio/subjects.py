@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from studio.reference_controls import MAX_SUBJECT_REFERENCES, ReferenceCombine, ReferenceScale, ReferenceWindow
+
 SUBJECT_ID_PATTERN = re.compile(r"^[1-9][0-9]{0,5}(-[1-9][0-9]{0,5})?$")
 
 
@@ -77,6 +79,14 @@ class Subject(BaseModel):
         description="ConsiStory anchor cache: image-store id of its safetensors blob (drawer AnchorCache.to_bytes); "
         "the drawer ignores a cache recorded with another reference",
     )
+    more_reference_image_ids: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_SUBJECT_REFERENCES - 1,
+        description="further reference images (uploads), used with the main one (docs/reference_controls.md)",
+    )
+    reference_scale: ReferenceScale | None = Field(default=None, description="plan items' default; None: 1")
+    reference_window: ReferenceWindow | None = Field(default=None, description="plan items' default; None: [0, 1]")
+    reference_combine: ReferenceCombine | None = Field(default=None, description="plan items' default; None: average")
 
     @field_validator("id")
     @classmethod

@@ -11,6 +11,7 @@ from studio.draw import DrawJob, DrawResult, DrawSettings
 from studio.memory import update_memory
 from studio.plan import TurnPlan
 from studio.protocols import Drawer, ImageStore, StepCallback
+from studio.reference_inputs import subject_reference_inputs
 from studio.subjects import Subject
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,14 @@ def build_draw_job(
             references[subject_id] = images.get(subject.reference_image_id)
     previous = images.get(previous_image_id) if plan.edit is not None and previous_image_id else None
     caches = anchor_caches_of(plan, by_id, images) if "shared_attention" in settings.mechanisms else None
-    return DrawJob(plan=plan, references=references, settings=settings, previous_image=previous, anchor_caches=caches)
+    return DrawJob(
+        plan=plan,
+        references=references,
+        settings=settings,
+        previous_image=previous,
+        anchor_caches=caches,
+        **subject_reference_inputs(plan, by_id, settings, images),
+    )
 
 
 def anchor_caches_of(plan: TurnPlan, by_id: dict[str, Subject], images: ImageStore) -> dict[str, bytes]:

@@ -34,10 +34,20 @@ class AttentionStack:
 
 Installer = Callable[["DiffusionPipeline", "RenderBatch", AttentionStack], None]
 
+
+def _install_reference_controls(pipe: DiffusionPipeline, batch: RenderBatch, stack: AttentionStack) -> None:
+    """Per-subject reference controls and the style reference (drawer.reference_controls): after `layout`
+    (it edits that context's image rows) and `global_reference` (it joins that branch)."""
+    from drawer.reference_controls import install
+
+    install(pipe, batch, stack)
+
+
 ATTENTION_INSTALLERS: dict[str, Installer] = {
     "layout": regional.install,
     "shared_attention": shared_attention.install,
     "global_reference": global_reference.install,
+    "reference_controls": _install_reference_controls,
 }
 """The per-render installers in stack order. `layout` serves both Parallel-UNet mechanisms (`regional`: text
 rows, `subject_reference`: image rows), which share one regional context; `subject_init` installs nothing in

@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from studio.draw import DrawSettings
 from studio.events import EventNotice
 from studio.plan import TurnPlan
+from studio.reference_memory import keep_user_fields
 from studio.rejections import BranchConflict, IdempotencyKeyReused, QueueFull, SessionGone
 from studio.storage import schema
 from studio.subjects import ReferenceSource, Subject, id_key
@@ -227,6 +228,10 @@ class Database:
                     shared.setdefault(subject.reference_image_id, "reference")
                 if subject.anchor_cache_id:
                     shared.setdefault(subject.anchor_cache_id, ANCHOR_CACHE)
+                for more_id in subject.more_reference_image_ids:
+                    shared.setdefault(more_id, "reference")
+            if child.settings.style_reference.image_id is not None:
+                shared.setdefault(child.settings.style_reference.image_id, "style")
             for image_id, kind in shared.items():
                 _insert_image(conn, image_id, child.id, child.tenant, kind)
             if memory:
@@ -580,6 +585,20 @@ class Database:
             )
             return _unreferenced(conn, stale)
 
+    def set_session_settings(self, session_id: str, tenant: str, settings: DrawSettings, image_id: str | None) -> bool:
+        """Replace a session's settings (and add the row of an image they name). False when it was deleted."""
+        with self._locked_tx(session_id) as conn:
+            if conn.execute(select(schema.sessions.c.id).where(schema.sessions.c.id == session_id)).first() is None:
+                return False
+            if image_id is not None:
+                _insert_image(conn, image_id, session_id, tenant, "style")
+            conn.execute(
+                update(schema.sessions)
+                .where(schema.sessions.c.id == session_id)
+                .values(settings=settings.model_dump(mode="json"))
+            )
+        return True
+
     def image_visible_to(self, image_id: str, tenant: str) -> bool:
         """True when one of the tenant's sessions or stories holds the image (an anchor cache is no image)."""
         query = select(schema.images.c.id).where(
@@ -650,6 +669,8 @@ def _keep_concurrent_uploads(conn: Connection, session_id: str, memory: list[Sub
     stored = {subject.id: subject for subject in (Subject.model_validate(row.data) for row in rows)}
     merged = {subject.id: subject for subject in memory}
     for subject_id, current in stored.items():
+        if subject_id in merged:
+            merged[subject_id] = keep_user_fields(current, merged[subject_id])
         if current.reference_source != ReferenceSource.UPLOAD:
             continue
         turn_view = merged.get(subject_id)

@@ -29,6 +29,7 @@ Path_ = tuple[str | int, ...]
 
 BOX = {"x": 4, "y": 4, "w": 40, "h": 40}
 SETTINGS = DrawSettings().model_dump(mode="json")
+CONTROLS = {"reference_scale": 1.0, "reference_window": [0.0, 1.0], "reference_combine": "average"}
 BASE_BODIES: dict[type[BaseModel], dict[str, Any]] = {
     SessionCreate: {"title": "t", "height": 64, "width": 64, "settings": SETTINGS},
     TurnRequest: {
@@ -38,12 +39,12 @@ BASE_BODIES: dict[type[BaseModel], dict[str, Any]] = {
             "caption": "c",
             "background": "b",
             "negative": "n",
-            "items": [{"subject_id": "1", "phrase": "a girl", "name": "girl", "box": BOX}],
+            "items": [{"subject_id": "1", "phrase": "a girl", "name": "girl", "box": BOX, **CONTROLS}],
             "edit": {"regenerate_subject_ids": ["1"], "regenerate_boxes": [BOX], "strength": 0.5},
         },
         "settings": SETTINGS,
     },
-    SubjectPatch: {"name": "cat", "description": "striped"},
+    SubjectPatch: {"name": "cat", "description": "striped", **CONTROLS},
 }
 MESSAGE_BODY = {"message": "hello", "settings": SETTINGS}  # TurnRequest's other form
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400"]  # raw JSON tokens; Python's json accepts them all
