@@ -20,6 +20,7 @@ from drawer.latent_blend import LatentBlend
 from drawer.loading import load_pipeline, make_scheduler
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
+from drawer.msdiffusion.inputs import msdiffusion_inputs
 from drawer.parallel_attention import install_parallel_attention
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
@@ -144,6 +145,7 @@ class Drawer:
             batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
             batch.global_frames = self._global_frames(job, settings, timer)
             batch.shared = self._shared_setup(job) if "shared_attention" in settings.mechanisms else None
+            batch.msdiffusion = msdiffusion_inputs(pipe, job, references)  # None unless an MS-Diffusion preset
             image = render(pipe, batch, progress)[0]
             if batch.shared is not None:
                 self.anchors.offer(batch.shared.recorded)

@@ -46,6 +46,8 @@ class RenderBatch:
     global_scale: float = 0.0
     shared: object | None = None
     """ConsiStory: the render's shared-attention setup (drawer.mechanisms.shared_attention.SharedSetup)."""
+    msdiffusion: object | None = None
+    """MS-Diffusion: the render's subject tokens, boxes and phrases (drawer.msdiffusion.inputs.MSDiffusionInputs)."""
 
 
 @torch.no_grad()
