@@ -8,7 +8,10 @@ from pydantic import BaseModel, Field, FiniteFloat
 
 class MSDiffusionSettings(BaseModel):
     scale: FiniteFloat = Field(
-        default=0.6, ge=0.0, le=5.0, description="strength of each subject's image tokens inside its box (0.4 suits scenes)"
+        default=0.6,
+        ge=0.0,
+        le=5.0,
+        description="strength of each subject's image tokens inside its box (0.4 suits scenes)",
     )
     drop_grounding: bool = Field(
         default=False, description="start the resampler from its learned latents instead of the phrase + box tokens"
@@ -20,4 +23,6 @@ class MSDiffusionSettings(BaseModel):
         description="auto layout: from start_step on, a subject's mask is its phrase's attention map above this "
         "(min-max normalised); None: the boxes all along",
     )
-    start_step: int = Field(default=5, ge=0, le=200, description="auto layout: the first step that uses attention masks")
+    start_step: int = Field(
+        default=5, ge=0, le=200, description="auto layout: the first step that uses attention masks"
+    )

@@ -139,7 +139,9 @@ def build_adapter(state: dict[str, object], name: str = "the adapter") -> MSAdap
 def _shape_mismatches(module: nn.Module, state: dict) -> list[str]:
     own = module.state_dict()
     return [
-        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and v.shape != own[k].shape
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
     ]
 
 
