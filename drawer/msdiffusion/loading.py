@@ -18,14 +18,18 @@ def adapter_path(preset: ModelPreset) -> Path:
     else downloaded from the hub repository `ms_adapter`."""
     if not preset.ms_adapter:
         raise AdapterFileError("a preset of kind 'msdiffusion' needs `ms_adapter` (hub id, folder or file)")
-    source = Path(preset.ms_adapter)
-    if source.is_file():
-        return source
+    source = Path(preset.ms_adapter).expanduser()
     if source.is_dir():
         return source / preset.ms_adapter_weight
+    if source.is_file() or _looks_local(preset.ms_adapter):
+        return source  # a missing local file is reported by read_adapter_file, naming it
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(preset.ms_adapter, preset.ms_adapter_weight))
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "~", "/")) or Path(name).suffix in (".bin", ".safetensors", ".pt", ".pth")
 
 
 def load_image_encoder(preset: ModelPreset, dtype: torch.dtype) -> CLIPVisionModelWithProjection:
