@@ -425,7 +425,7 @@ def test_the_preset_kind_loads_with_the_real_loader(ms_preset: ModelPreset, tmp_
     assert adapter_of(pipe) is not None
     assert any(isinstance(p, MSCrossAttnProcessor) for p in pipe.unet.attn_processors.values())
     bad = ms_preset.model_copy(update={"ms_adapter": str(tmp_path / "nothing.bin")})
-    with pytest.raises(ModelLoadError, match="nothing.bin does not exist"):
+    with pytest.raises(ModelLoadError, match=r"nothing\.bin does not exist"):
         load_pipeline(bad)
 
 
