@@ -178,6 +178,15 @@ def install_adapter(pipe: DiffusionPipeline, state: dict[str, object], name: str
     layers = state["ms_adapter"]
     if not isinstance(layers, dict):
         raise AdapterFileError(f"{name}: `ms_adapter` is not a state dictionary")
+    install_processors(unet, layers, name)
+    adapter.to(device=unet.device, dtype=unet.dtype)
+    pipe.msdiffusion = adapter
+    return adapter
+
+
+def install_processors(unet: UNet2DConditionModel, layers: dict, name: str = "the adapter") -> None:
+    """MS-Diffusion's processors on every attention layer of `unet`, the k-th processor's image projections
+    from `layers["{k}.to_k_ip.weight"]` / `["{k}.to_v_ip.weight"]` (k counts every processor in order)."""
     processors: dict[str, object] = {}
     used: set[str] = set()
     for k, (proc_name, _old) in enumerate(unet.attn_processors.items()):
@@ -210,9 +219,6 @@ def install_adapter(pipe: DiffusionPipeline, state: dict[str, object], name: str
     for processor in unet.attn_processors.values():
         if isinstance(processor, nn.Module):
             processor.to(device=unet.device, dtype=unet.dtype)
-    adapter.to(device=unet.device, dtype=unet.dtype)
-    pipe.msdiffusion = adapter
-    return adapter
 
 
 def adapter_of(pipe: DiffusionPipeline) -> MSAdapter | None:

@@ -288,6 +288,24 @@ def test_overlapping_boxes_share_one_softmax(ms_pipe) -> None:
     assert torch.allclose((first_mass + second_mass)[:, both], torch.ones_like(first_mass[:, both]))
 
 
+def test_auto_layout_records_the_conditional_rows_phrase_attention(ms_pipe) -> None:
+    attn, hidden, text = layer_inputs(ms_pipe)
+    context = context_for(ms_pipe, tokens_for(ms_pipe, ["red", "blue"]), mask_threshold=0.5, start_step=1)
+    context.phrase_tokens = [[2, 3], [5]]
+    recorded: list[torch.Tensor] = []
+    record = context.record_text_map
+    context.record_text_map = lambda layer, probs, length: recorded.append(probs) or record(layer, probs, length)
+    run_layer(attn, hidden, text, context)
+    heads = attn.heads
+    with torch.no_grad():
+        q = attn.to_q(hidden[1]).view(64, heads, -1).transpose(0, 1)
+        k = attn.to_k(text[1]).view(77, heads, -1).transpose(0, 1)
+        probs = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1)  # [heads, 64, 77]
+    expected = torch.stack([probs[..., [2, 3]].mean(dim=(0, 2)), probs[..., [5]].mean(dim=(0, 2))])
+    (maps,) = context._text_maps.values()
+    assert maps.count == 1 and torch.allclose(maps.total, expected, atol=1e-5)
+
+
 def test_box_masks_use_floor_and_ceil_on_each_side_of_any_grid() -> None:
     from drawer.layout_masks import Grid
 
