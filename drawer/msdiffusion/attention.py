@@ -53,6 +53,11 @@ def _signature_with(function: Any, extra: str) -> inspect.Signature:
 class MSCrossAttnProcessor(ParallelCrossAttnProcessor):
     """The drawer's cross-attention processor plus MS-Diffusion's per-layer image projections."""
 
+    fast_path = True
+    """With plain text attention (no other mechanism active in this call) compute text and image branch in one
+    pass sharing the query projection and `to_out`, as the published processor does; otherwise let the
+    extended processor compute the text branch and add the image branch to its output."""
+
     def __init__(self, hidden_size: int, cross_attention_dim: int) -> None:
         super().__init__(hidden_size, cross_attention_dim)
         self.to_k_ms = nn.Linear(cross_attention_dim, hidden_size, bias=False)
@@ -68,16 +73,55 @@ class MSCrossAttnProcessor(ParallelCrossAttnProcessor):
         msdiffusion: MSDiffusionContext | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        out = super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        if msdiffusion is None or encoder_hidden_states is None or isinstance(encoder_hidden_states, tuple):
-            return out
+        if msdiffusion is None or not isinstance(encoder_hidden_states, torch.Tensor):
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         if hidden_states.ndim != 3:
             raise RuntimeError("MS-Diffusion's image branch expects [batch, tokens, channels] hidden states")
-        image = image_branch(self, attn, hidden_states, encoder_hidden_states, msdiffusion)
-        rows = image.shape[0]
-        return torch.cat([out[:-rows], out[-rows:] + image.to(out.dtype)], dim=0)
+        if self.fast_path and attention_mask is None and _plain_attention(attn, kwargs) and not self.has_ip:
+            return self._text_and_images(attn, hidden_states, encoder_hidden_states, msdiffusion)
+        out = super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        images = msdiffusion.images
+        query = attn.to_q(hidden_states[-images:])
+        image = image_attention(self, attn, query, encoder_hidden_states, msdiffusion)
+        image = F.linear(image, attn.to_out[0].weight) / attn.rescale_output_factor
+        return torch.cat([out[:-images], out[-images:] + image.to(out.dtype)], dim=0)
 
     __call__.__signature__ = _signature_with(ParallelCrossAttnProcessor.__call__, KWARG)  # type: ignore[attr-defined]
+
+    def _text_and_images(
+        self, attn: Attention, hidden_states: torch.Tensor, text: torch.Tensor, context: MSDiffusionContext
+    ) -> torch.Tensor:
+        """Plain text attention (as AttnProcessor2_0) plus the image branch on the conditional rows."""
+        rows = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        encoder = attn.norm_encoder_hidden_states(text) if attn.norm_cross else text
+        key, value = attn.to_k(encoder), attn.to_v(encoder)
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(rows, -1, heads, head_dim).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(query), split(key), split(value), dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(rows, -1, heads * head_dim).to(query.dtype)
+        images = context.images
+        image = image_attention(self, attn, query[-images:], text, context)
+        out = torch.cat([out[:-images], out[-images:] + image.to(out.dtype)], dim=0)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def _plain_attention(attn: Attention, kwargs: dict[str, Any]) -> bool:
+    """Whether the extended processor would run plain text attention: no spatial/group norm, the regional
+    layout absent or inactive, and no other mechanism's context in this call."""
+    if attn.spatial_norm is not None or attn.group_norm is not None:
+        return False
+    layout = kwargs.get("layout")
+    if layout is not None and getattr(layout, "active", True):
+        return False
+    return all(value is None for key, value in kwargs.items() if key not in ("layout", "scale"))
 
 
 class MSSelfAttnProcessor(SelfAttnProcessor):
@@ -98,21 +142,18 @@ class MSSelfAttnProcessor(SelfAttnProcessor):
     __call__.__signature__ = _signature_with(SelfAttnProcessor.__call__, KWARG)  # type: ignore[attr-defined]
 
 
-def image_branch(
+def image_attention(
     processor: MSCrossAttnProcessor,
     attn: Attention,
-    hidden_states: torch.Tensor,
+    query: torch.Tensor,
     text: torch.Tensor,
     context: MSDiffusionContext,
 ) -> torch.Tensor:
-    """The image branch's contribution to the conditional rows' output ([images, tokens, channels], already
-    through `to_out`'s weight and the layer's output rescaling)."""
-    images = context.images
-    cond = hidden_states[-images:]
-    length = cond.shape[1]
+    """The image branch of the conditional rows, before `to_out`: [images, tokens, inner] from their projected
+    queries [images, tokens, inner]."""
+    images, length, inner = query.shape
     heads = attn.heads
-    query = attn.to_q(cond)
-    head_dim = query.shape[-1] // heads
+    head_dim = inner // heads
     q = query.view(images, length, heads, head_dim).transpose(1, 2)
     key, value = context.image_kv(processor, attn)
     k = key.view(1, -1, heads, head_dim).transpose(1, 2)
@@ -126,10 +167,9 @@ def image_branch(
     probs = torch.softmax(logits.float(), dim=-1).to(q.dtype)  # [images, heads, length, tokens]
     background = context.background(masks).to(q.dtype)  # [length]
     weights = probs * context.column_scale.to(q.dtype) * (1.0 - background)[:, None]
-    out = (weights @ v).transpose(1, 2).reshape(images, length, heads * head_dim)
+    out = (weights @ v).transpose(1, 2).reshape(images, length, inner)
     context.observe(layer, masks, probs, out)
-    out = F.linear(out, attn.to_out[0].weight)
-    return out / attn.rescale_output_factor
+    return out
 
 
 def _text_probabilities(

@@ -231,6 +231,25 @@ def test_the_background_gets_no_image_conditioning_and_text_attention_is_unchang
     assert bool(((with_images[1] - plain[1]).abs().amax(-1)[boxes] > 0).all())
 
 
+def test_the_one_pass_path_equals_adding_the_image_branch_to_the_extended_processor(ms_pipe) -> None:
+    """With plain text attention the processor shares the query and to_out between the branches; with another
+    mechanism active it adds the image branch to the extended processor's output. Both give the same result,
+    and the second keeps the text-only output exactly where there is no image conditioning."""
+    attn, hidden, text = layer_inputs(ms_pipe)
+    tokens = tokens_for(ms_pipe, ["red", "blue"])
+    one_pass = run_layer(attn, hidden, text, context_for(ms_pipe, tokens))
+    processor = attn.processor
+    processor.fast_path = False
+    try:
+        added = run_layer(attn, hidden, text, context_for(ms_pipe, tokens))
+    finally:
+        processor.fast_path = True
+    assert torch.allclose(one_pass, added, atol=1e-5) and not torch.equal(one_pass, run_layer(attn, hidden, text))
+    plain = run_layer(attn, hidden, text)
+    background = ~(mask_of(0) | mask_of(1))
+    assert torch.equal(added[1][background], plain[1][background]) and torch.equal(added[0], plain[0])
+
+
 def test_dummy_tokens_receive_attention_but_contribute_nothing(ms_pipe) -> None:
     attn, hidden, text = layer_inputs(ms_pipe)
     tokens = tokens_for(ms_pipe, ["red", "blue"])
