@@ -520,3 +520,33 @@ def test_a_turn_through_the_service_with_the_msdiffusion_preset(ms_preset: Model
     assert first.references == {} and set(second.references) == {"1", "2"}
     (context,) = built  # turn 1 had no references: no image branch
     assert context.subjects == 2 and context.boxes[0] == (0.0, 0.0, 0.5, 1.0)
+
+
+def test_cmigbench_runs_with_an_msdiffusion_preset(ms_preset: ModelPreset, tmp_path: Path, monkeypatch) -> None:
+    """`studio bench cmigbench --preset <an msdiffusion preset>` loads it with the real loader and draws; the
+    second turn's references (the first turn's crops) go through MS-Diffusion's image branch."""
+    from typer.testing import CliRunner
+
+    import drawer.msdiffusion.install as install
+    import studio.settings
+    from evaluation.cli import bench_app
+
+    story = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cmigbench" / "story_sample.json"
+    if not story.exists():
+        pytest.skip("CMIGBench sample files (shared/data/cmigbench) not found")
+    built: list[MSDiffusionContext] = []
+    build = install.build_context
+    monkeypatch.setattr(install, "build_context", lambda *a: built.append(build(*a)) or built[-1])
+    settings = studio.settings.Settings(
+        data_dir=tmp_path / "data",
+        presets={**studio.settings.default_presets(), "ms-tiny": ms_preset},
+        vision=studio.settings.VisionSettings(box_threshold=0.0, text_threshold=0.0, min_iou=0.0, device="cpu"),
+    )
+    monkeypatch.setattr(studio.settings, "get_settings", lambda: settings)
+    args = ["cmigbench", "--data", str(story), "--out", str(tmp_path / "run"), "--preset", "ms-tiny"]
+    result = CliRunner().invoke(
+        bench_app, [*args, "--canvas", "64", "--limit-turns", "2", "--steps", "2", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "dialogue 1" / "turn2.png").exists()
+    assert built and built[-1].subjects >= 1
