@@ -17,7 +17,12 @@ at a 512² canvas). One classifier-free-guided UNet call (batch 2) per step, for
 Timings are interleaved (each round runs every case once), reported as median and minimum in ms with the ratio
 of msdiffusion to ip-adapter. Goal: ≤ 1.2× at 4 subjects.
 
-Run:  .venv/bin/python bench/bench_msdiffusion.py [--repeats 5 --threads 2 --sizes tiny,mid]
+`--flops` adds a load-independent figure at the real SDXL shapes (1024², 70 cross-attention layers, 2048-wide
+cross-attention), built on the meta device (no weights, no memory): matmul/conv FLOPs of one guided step
+(torch.utils.flop_counter) with IP-Adapter-Plus (16 tokens per reference, projection excluded) against
+MS-Diffusion (4 + 16 n tokens; resampler excluded: it runs once per turn), without and with auto layout.
+
+Run:  .venv/bin/python bench/bench_msdiffusion.py [--repeats 5 --threads 2 --sizes tiny,mid --flops]
 """
 
 from __future__ import annotations
@@ -59,6 +64,80 @@ def mid_sdxl_unet() -> UNet2DConditionModel:
         transformer_layers_per_block=(1, 2, 4),
         norm_num_groups=32,
     )
+
+
+def sdxl_unet() -> UNet2DConditionModel:
+    """SDXL base's UNet configuration (for the FLOP count on the meta device)."""
+    return UNet2DConditionModel(
+        sample_size=128,
+        block_out_channels=(320, 640, 1280),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+        use_linear_projection=True,
+    )
+
+
+def sdxl_flops(side: int = 1024) -> None:
+    """Matmul/conv FLOPs of one guided SDXL step: IP-Adapter-Plus vs MS-Diffusion, 1/2/4 references."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+    from diffusers.models.embeddings import MultiIPAdapterImageProjection
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        ip_unet, ms_unet = sdxl_unet(), sdxl_unet()
+        processors: dict[str, object] = {}
+        layers: dict[str, torch.Tensor] = {}
+        for k, name in enumerate(ip_unet.attn_processors):
+            hidden = ip_unet.get_submodule(name.removesuffix(".processor")).to_q.out_features
+            if name.endswith("attn2.processor"):
+                processors[name] = IPAdapterAttnProcessor2_0(hidden, 2048, num_tokens=(16,), scale=[0.6])
+                layers[f"{k}.to_k_ip.weight"] = torch.empty(hidden, 2048)
+                layers[f"{k}.to_v_ip.weight"] = torch.empty(hidden, 2048)
+            else:
+                processors[name] = ip_unet.attn_processors[name]
+        ip_unet.set_attn_processor(processors)
+        ip_unet.encoder_hid_proj = MultiIPAdapterImageProjection([torch.nn.Identity()])
+        ip_unet.config.encoder_hid_dim_type = "ip_image_proj"
+        install_processors(ms_unet, layers)
+        latent = side // VAE_FACTOR
+        latents, text = torch.empty(2, 4, latent, latent), torch.empty(2, 77, 2048)
+        added = {"text_embeds": torch.empty(2, 1280), "time_ids": torch.empty(2, 6)}
+        t = torch.tensor(500)
+        grids = unet_grids(ms_unet, side, side, VAE_FACTOR)
+        print(f"\nFLOPs of one guided step at SDXL shapes, {side}² (meta device; matmuls and convolutions)")
+        print("| subjects | IP-Adapter-Plus TFLOP | msdiffusion TFLOP | × | msdiffusion+auto TFLOP | × |")
+        print("|---|---|---|---|---|---|")
+        for n in COUNTS:
+            counts = []
+            for auto in (None, False, True):
+                counter = FlopCounterMode(display=False)
+                with counter:
+                    if auto is None:
+                        image_embeds = [torch.empty(2, 16 * n, 2048)]
+                        ip_unet(latents, t, text, added_cond_kwargs={**added, "image_embeds": image_embeds})
+                    else:
+                        context = MSDiffusionContext(
+                            torch.empty(4 + 16 * n, 2048),
+                            num_dummy=4,
+                            num_queries=16,
+                            boxes=[box.normalized(side, side) for box in grid_boxes(n, side, side)],
+                            grids=grids,
+                            mask_threshold=0.5 if auto else None,
+                            start_step=0,
+                            phrase_tokens=[[2 + i] for i in range(n)],
+                        )
+                        kwargs = {"msdiffusion": context}
+                        ms_unet(latents, t, text, added_cond_kwargs=added, cross_attention_kwargs=kwargs)
+                counts.append(counter.get_total_flops() / 1e12)
+            base, ms, auto_ms = counts
+            print(f"| {n} | {base:.3f} | {ms:.3f} | {ms / base:.3f} | {auto_ms:.3f} | {auto_ms / base:.3f} |")
 
 
 SIZES: dict[str, tuple[Callable[[], UNet2DConditionModel], int, int]] = {
@@ -154,6 +233,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sizes", default="tiny,mid")
+    parser.add_argument("--flops", action="store_true", help="also count FLOPs at real SDXL shapes (meta device)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,7 +241,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats")
     print("| UNet | subjects | case | median ms | min ms | × ip-adapter (median) | × ip-adapter (min) |")
     print("|---|---|---|---|---|---|---|")
-    for size in args.sizes.split(","):
+    for size in [s for s in args.sizes.split(",") if s]:
         for n in COUNTS:
             times = measure(build_cases(size, n, gen), args.repeats)
             base_med, base_min = statistics.median(times["ip-adapter"]), min(times["ip-adapter"])
@@ -172,6 +252,8 @@ def main() -> None:
                     f"{med / base_med:.2f} | {low / base_min:.2f} |",
                     flush=True,
                 )
+    if args.flops:
+        sdxl_flops()
 
 
 if __name__ == "__main__":
