@@ -325,6 +325,31 @@ def test_auto_layout_records_the_conditional_rows_phrase_attention(ms_pipe) -> N
     assert maps.count == 1 and torch.allclose(maps.total, expected, atol=1e-5)
 
 
+def test_auto_layout_keeps_the_box_of_a_subject_whose_phrase_is_not_in_the_prompt(ms_pipe) -> None:
+    context = context_for(ms_pipe, tokens_for(ms_pipe, ["red", "blue"]), mask_threshold=0.5, start_step=0)
+    context.phrase_tokens = [[], [4]]
+    probs = torch.rand(1, 2, 64, 77, generator=torch.Generator().manual_seed(0))
+    context.record_text_map(7, probs, 64)
+    masks = context.masks(7, 64)
+    assert torch.equal(masks[0], context.box_masks(64)[0])
+    expected = (minmax_normalise(probs[..., [4]].mean(dim=(0, 1, 3))[None]) > 0.5).float()[0]
+    assert torch.equal(masks[1], expected) and not torch.equal(masks[1], context.box_masks(64)[1])
+
+
+def test_the_one_pass_path_is_taken_only_when_the_text_branch_is_plain() -> None:
+    from types import SimpleNamespace
+
+    from drawer.msdiffusion.attention import _plain_attention
+
+    attn = SimpleNamespace(spatial_norm=None, group_norm=None)
+    inactive, active = SimpleNamespace(active=False), SimpleNamespace(active=True)
+    assert _plain_attention(attn, {"layout": None, "scale": 1.0, "shared_attention": None})
+    assert _plain_attention(attn, {"layout": inactive})
+    assert not _plain_attention(attn, {"layout": active})  # Parallel-UNet regional rows
+    assert not _plain_attention(attn, {"layout": inactive, "shared_attention": object()})
+    assert not _plain_attention(SimpleNamespace(spatial_norm=None, group_norm=object()), {})
+
+
 def test_box_masks_use_floor_and_ceil_on_each_side_of_any_grid() -> None:
     from drawer.layout_masks import Grid
 
