@@ -194,6 +194,9 @@ def test_dropped_grounding_uses_the_learned_latents(ms_pipe) -> None:
     assert torch.equal(dropped[1], grounded[1])
     assert not torch.allclose(grounded[0], resampler.grounding_latents[0])
     assert torch.equal(moved[0], dropped[0])  # the box no longer matters once dropped
+    # grounded queries are LayerNorm(MLP(phrase ‖ Fourier(box))): the tiny file's norm has unit weight, zero bias
+    assert torch.allclose(grounded.mean(-1), torch.zeros(2, 4), atol=1e-5)
+    assert torch.allclose(grounded.var(-1, unbiased=False), torch.ones(2, 4), atol=1e-3)
     a = tokens_for(ms_pipe, ["red", "blue"], drop=True)
     b = tokens_for(ms_pipe, ["red", "blue"], boxes=[BOXES[1], BOXES[0]], drop=True)
     c = tokens_for(ms_pipe, ["red", "blue"], boxes=[BOXES[1], BOXES[0]])
