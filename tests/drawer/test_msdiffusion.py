@@ -80,6 +80,21 @@ def mask_of(box_index: int, grid_side: int = 8) -> torch.Tensor:
     return box_masks([BOXES[box_index]], Grid(grid_side, grid_side, SIDE // grid_side))[0].bool()
 
 
+RAN: list[str] = []
+
+
+def _mark() -> str:
+    RAN.append("code ran")
+    return "marker"
+
+
+class Marker:
+    """Pickles as a call of `_mark`: loading it with weights_only=False would run code."""
+
+    def __reduce__(self) -> tuple:
+        return (_mark, ())
+
+
 # --- the adapter file -------------------------------------------------------------------------------------
 
 
@@ -149,6 +164,11 @@ def test_files_of_the_wrong_kind_are_clear_errors(tmp_path: Path) -> None:
         read_adapter_file(code)
     with pytest.raises(ModelLoadError, match="does not exist"):
         read_adapter_file(tmp_path / "missing.bin")
+    unsafe = tmp_path / "unsafe.bin"
+    torch.save({"image_proj": Marker(), "ms_adapter": {}, "dummy_image_tokens": torch.zeros(1, 4, 64)}, unsafe)
+    with pytest.raises(ModelLoadError, match=r"unsafe\.bin is not an MS-Diffusion adapter .*weights_only"):
+        read_adapter_file(unsafe)
+    assert RAN == []  # read with weights_only=True: no code from the file ran
 
 
 def test_a_mismatched_image_encoder_is_a_message_not_a_shape_trace() -> None:
