@@ -21,6 +21,7 @@ from drawer.loading import load_pipeline, make_scheduler
 from drawer.mechanisms.anchor_cache import AnchorCache, caches_to_return, decode_caches
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
+from drawer.msdiffusion.inputs import msdiffusion_inputs
 from drawer.parallel_attention import install_parallel_attention
 from drawer.reference_controls import job_references, job_style
 from drawer.render import render
@@ -164,6 +165,7 @@ class Drawer:
             shared = "shared_attention" in settings.mechanisms
             given = decode_caches(job.anchor_caches or {}) if shared else {}
             batch.shared = self._shared_setup(job, given) if shared else None
+            batch.msdiffusion = msdiffusion_inputs(pipe, job, references)  # None unless an MS-Diffusion preset
             image = render(pipe, batch, progress)[0]
             anchor_caches = self._keep_anchor_caches(job, batch.shared, given)
         if regenerate is not None and previous is not None:

@@ -34,6 +34,7 @@ PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "tiny": StableDiffusionPipeline,
     "sdxl": StableDiffusionXLPipeline,
     "tiny-sdxl": StableDiffusionXLPipeline,
+    "msdiffusion": StableDiffusionXLPipeline,
 }
 
 # AutoStudio's DDIM (notes §1.6): scaled-linear betas 0.00085–0.012, no sample clipping, steps offset 1.
@@ -166,7 +167,12 @@ def load_pipeline(preset: ModelPreset) -> DiffusionPipeline:
             pipe.to(device=device, dtype=dtype)
         return pipe
     pipe = _load_base(preset, dtype)
-    _load_ip_adapter(pipe, preset)
+    if preset.kind == "msdiffusion":
+        from drawer.msdiffusion.loading import prepare_msdiffusion
+
+        prepare_msdiffusion(pipe, preset, dtype)
+    else:
+        _load_ip_adapter(pipe, preset)
     _place(pipe, preset, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -52,6 +52,8 @@ class RenderBatch:
     style_reference: ReferenceEmbeds | None = None
     """The global style reference (whole canvas), attended to at `style_scale` (drawer.reference_controls)."""
     style_scale: float = 0.0
+    msdiffusion: object | None = None
+    """MS-Diffusion: the render's subject tokens, boxes and phrases (drawer.msdiffusion.inputs.MSDiffusionInputs)."""
 
 
 @torch.no_grad()

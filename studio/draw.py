@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from studio.geometry import Box
+from studio.msdiffusion_settings import MSDiffusionSettings
 from studio.plan import TurnPlan
 from studio.reference_controls import MAX_SUBJECT_REFERENCES, ReferenceControls, StyleReferenceSettings
 from studio.text import Text
@@ -105,6 +106,7 @@ class DrawSettings(BaseModel):
     shared_attention: SharedAttentionSettings = Field(default_factory=SharedAttentionSettings)
     global_reference: GlobalReferenceSettings = Field(default_factory=GlobalReferenceSettings)
     style_reference: StyleReferenceSettings = Field(default_factory=StyleReferenceSettings)
+    msdiffusion: MSDiffusionSettings = Field(default_factory=MSDiffusionSettings)
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
@@ -125,6 +127,11 @@ class DrawSettings(BaseModel):
         if not self.subject_init:
             self.mechanisms = [m for m in self.mechanisms if m != "subject_init"]
         self.subject_init = "subject_init" in self.mechanisms
+        if self.msdiffusion.mask_threshold is not None and self.msdiffusion.start_step >= self.steps:
+            raise ValueError(
+                f"msdiffusion.start_step ({self.msdiffusion.start_step}) must be below steps ({self.steps}) "
+                "for the auto layout (mask_threshold) to take effect"
+            )
         if self.shared_attention.feature_injection:
             raise ValueError("shared_attention.feature_injection is not implemented (docs/mechanisms.md)")
         for name in ("subject_init_steps", "prerender_steps", "refine_step"):

@@ -18,7 +18,7 @@ Dtype = Literal["float32", "float16", "bfloat16", "auto"]
 class ModelPreset(BaseModel):
     """How to load a drawer model. `kind` picks the architecture; `tiny` builds random weights."""
 
-    kind: Literal["tiny", "tiny-sdxl", "sd15", "sdxl"]
+    kind: Literal["tiny", "tiny-sdxl", "sd15", "sdxl", "msdiffusion"]
     base: str | None = Field(default=None, description="hub id, local diffusers folder, or a .safetensors file")
     vae: str | None = Field(default=None, description="hub id or folder of a separate VAE")
     ip_adapter: str | None = Field(default=None, description="hub id or folder holding the IP-Adapter weights")
@@ -30,6 +30,12 @@ class ModelPreset(BaseModel):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
     offload: bool = Field(default=False, description="model CPU offload (CUDA only)")
     max_side: int = Field(default=2048, description="largest canvas side this model accepts")
+    ms_adapter: str | None = Field(
+        default=None, description="kind msdiffusion: hub id, folder or file of the adapter (ms_adapter.bin)"
+    )
+    ms_adapter_weight: str = Field(
+        default="ms_adapter.bin", description="the adapter's file name in `ms_adapter` (or a converted .safetensors)"
+    )
 
 
 def default_presets() -> dict[str, ModelPreset]:
@@ -57,6 +63,16 @@ def default_presets() -> dict[str, ModelPreset]:
             ip_adapter_weight="ip-adapter-plus_sdxl_vit-h.safetensors",
             image_encoder="h94/IP-Adapter",
             image_encoder_subfolder="models/image_encoder",
+            max_side=2048,
+        ),
+        "msdiffusion": ModelPreset(
+            kind="msdiffusion",
+            base="stabilityai/stable-diffusion-xl-base-1.0",
+            vae="madebyollin/sdxl-vae-fp16-fix",
+            ms_adapter="doge1516/MS-Diffusion",
+            ms_adapter_weight="ms_adapter.bin",
+            image_encoder="h94/IP-Adapter",  # OpenCLIP ViT-bigG-14's vision tower (1664 wide), diffusers layout
+            image_encoder_subfolder="sdxl_models/image_encoder",
             max_side=2048,
         ),
     }

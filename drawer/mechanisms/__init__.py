@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from drawer.mechanisms import global_reference, regional, shared_attention
+from drawer.msdiffusion.install import install as msdiffusion_install
 from drawer.stepping import StepListener
 from studio.draw import Mechanism
 
@@ -48,6 +49,7 @@ ATTENTION_INSTALLERS: dict[str, Installer] = {
     "shared_attention": shared_attention.install,
     "global_reference": global_reference.install,
     "reference_controls": _install_reference_controls,
+    "msdiffusion": msdiffusion_install,
 }
 """The per-render installers in stack order. `layout` serves both Parallel-UNet mechanisms (`regional`: text
 rows, `subject_reference`: image rows), which share one regional context; `subject_init` installs nothing in
@@ -57,6 +59,7 @@ OWNERS: dict[str, tuple[Mechanism, ...]] = {
     "layout": ("regional", "subject_reference"),
     "shared_attention": ("shared_attention",),
     "global_reference": ("global_reference",),
+    "msdiffusion": ("subject_reference",),  # on an MS-Diffusion preset, subject references use its image branch
 }
 
 
