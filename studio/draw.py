@@ -44,7 +44,10 @@ class SharedAttentionSettings(BaseModel):
     vanilla_query_steps: FiniteFloat = Field(
         default=0.1, ge=0.0, le=1.0, description="fraction of the first steps that blend in the vanilla queries"
     )
-    feature_injection: bool = Field(default=False, description="DIFT-style feature injection")
+    feature_injection: bool = Field(
+        default=False,
+        description="DIFT-style feature injection among a batch's anchors (a pre-pass to ~74% of the steps)",
+    )
 
 
 class GlobalReferenceSettings(BaseModel):
@@ -103,8 +106,6 @@ class DrawSettings(BaseModel):
         if not self.subject_init:
             self.mechanisms = [m for m in self.mechanisms if m != "subject_init"]
         self.subject_init = "subject_init" in self.mechanisms
-        if self.shared_attention.feature_injection:
-            raise ValueError("shared_attention.feature_injection is not implemented (docs/mechanisms.md)")
         for name in ("subject_init_steps", "prerender_steps", "refine_step"):
             if name not in self.model_fields_set:
                 setattr(self, name, steps_following(name, self.steps))
