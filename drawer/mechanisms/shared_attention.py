@@ -12,6 +12,8 @@ in the design notes (seed-mechanisms.md §4), plus a per-subject anchor cache fo
 - Vanilla blending over the first `vanilla_query_steps` of steps: the shared output is blended with the image's
   own (vanilla) self-attention output with weight 0.9 → 0.82. Deviation: the paper blends the *queries* of an
   extra vanilla UNet pass; we blend outputs of the same pass (no extra forward, docs/mechanisms.md).
+- Optional DIFT-style feature injection among the batch's anchors (`SharedSetup.feature_injection`, off by
+  default): drawer.mechanisms.feature_injection; the context only carries its injector.
 - Anchor cache (multi-turn): a render may record, per subject, the self-attention inputs of its subject patches
   at every up-block layer and step (CPU, the UNet's dtype); a later render attends to them from inside the
   subject's box (keys/values recomputed with the layer's own projections).
