@@ -21,6 +21,7 @@ from drawer.mechanisms.feature_injection import (
     injection_grid,
     injection_steps,
     nearest_neighbours,
+    smooth,
 )
 from drawer.mechanisms.shared_attention import KWARG, SharedAttentionContext, SharedSetup
 from drawer.parallel_attention import RegionImage, unet_grids
@@ -53,7 +54,8 @@ def test_correspondence_is_the_nearest_neighbour_in_cosine_distance() -> None:
 
 
 def _features() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Image 2's pixels 0-7 copy anchor 0's pixels perm0, 8-11 anchor 1's pixels perm1, 12-15 are unrelated."""
+    """Image 2's pixels 0-7 copy anchor 0's pixels perm0, 8-11 anchor 1's pixels perm1, 12-14 are unrelated, 15
+    copies anchor 0 again but lies outside image 2's subject mask."""
     gen = torch.Generator().manual_seed(1)
     channels, length = 32, GRID.tokens
     anchors = torch.randn(2, length, channels, generator=gen)
@@ -61,6 +63,7 @@ def _features() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     image = torch.randn(length, channels, generator=gen)
     image[:8] = anchors[0, perm0[:8]]
     image[8:12] = anchors[1, perm1[8:12]] + 0.01 * torch.randn(4, channels, generator=gen)
+    image[15] = anchors[0, perm0[15]]  # a close match, but in image 2's background
     flat = torch.cat([anchors, image[None]])
     features = flat.transpose(1, 2).reshape(3, channels, GRID.height, GRID.width)
     masks = torch.ones(3, length, dtype=torch.bool)
@@ -74,6 +77,7 @@ def test_each_pixel_takes_the_closest_anchor_and_only_close_subject_pixels_are_i
     assert match.source[2, :8].tolist() == [0] * 8 and match.source[2, 8:12].tolist() == [1] * 4
     assert match.index[2, :8].tolist() == perms["perm0"][:8].tolist()
     assert match.index[2, 8:12].tolist() == perms["perm1"][8:12].tolist()
+    assert match.source[2, 15] == 0 and match.distance[2, 15] < 1e-5  # matched, yet background
     assert match.injected[2].nonzero().flatten().tolist() == list(range(12))  # 12, 13: far; 14, 15: background
     assert set(match.source[0].tolist()) == {1} and set(match.source[1].tolist()) == {0}  # never itself
 
@@ -82,6 +86,16 @@ def test_no_anchor_other_than_itself_means_no_injection() -> None:
     features, masks, _ = _features()
     match = correspondence(features, masks, anchors=[0], grid=GRID)
     assert not bool(match.injected[0].any()) and bool((match.source[0] == -1).all())
+
+
+def test_dift_features_are_smoothed_with_a_3x3_gaussian_of_sigma_1() -> None:
+    impulse = torch.zeros(1, 1, 5, 5)
+    impulse[0, 0, 2, 2] = 1.0
+    kernel = smooth(impulse)[0, 0, 1:4, 1:4]
+    line = torch.exp(-torch.tensor([1.0, 0.0, 1.0]) / 2)
+    torch.testing.assert_close(kernel, torch.outer(line, line) / torch.outer(line, line).sum())
+    flat = torch.full((1, 2, 4, 4), 3.0)
+    torch.testing.assert_close(smooth(flat), flat)  # borders replicated: a constant stays constant
 
 
 # --- the blend -------------------------------------------------------------------------------------------------
@@ -132,9 +146,7 @@ def test_only_the_configured_steps_and_grid_inject() -> None:
 
 def _context(drawer: Drawer, steps: int = 50) -> tuple[SharedAttentionContext, Grid]:
     unet = drawer.pipe.unet
-    setup = SharedSetup(
-        subject_tokens=[{"1": [2]}, {"1": [2]}], anchors=[0], mask_dropout=0.0, vanilla_query_steps=0.0
-    )
+    setup = SharedSetup(subject_tokens=[{"1": [2]}, {"1": [2]}], anchors=[0], mask_dropout=0.0, vanilla_query_steps=0.0)
     names = {id(m): n for n, m in unet.named_modules() if isinstance(m, Attention)}
     grids = unet_grids(unet, H, W, int(drawer.pipe.vae_scale_factor))
     ctx = SharedAttentionContext(setup, grids, names, size=(H, W), steps=steps, guided=True, seed=3)
@@ -228,12 +240,29 @@ def test_a_render_with_injection_records_dift_features_once_then_injects_in_the_
 ) -> None:
     unet = tiny_drawer.pipe.unet
     calls: list[int] = []
-    handle = unet.register_forward_pre_hook(lambda module, args: calls.append(int(args[1])))
+    up_outputs: list[torch.Tensor] = []
+    seen: list[torch.Tensor] = []
+    original = feature_injection.correspondence
+
+    def spy(features: torch.Tensor, *args: object) -> Correspondence:
+        seen.append(features)
+        return original(features, *args)
+
+    handles = [
+        unet.register_forward_pre_hook(lambda module, args: calls.append(int(args[1]))),
+        unet.up_blocks[1].register_forward_hook(lambda module, args, output: up_outputs.append(output)),
+    ]
     try:
-        batch = _batch(tiny_drawer, inject=True)
-        injected_image = render(tiny_drawer.pipe, batch, Progress(10, None, None))[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(feature_injection, "correspondence", spy)
+            batch = _batch(tiny_drawer, inject=True)
+            injected_image = render(tiny_drawer.pipe, batch, Progress(10, None, None))[0]
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+    # the DIFT features: the conditional half of up_blocks[1] (output on the 8x8 injection grid) at t=301, smoothed
+    assert up_outputs[6].shape[-2:] == (8, 8) and len(seen) == 1
+    torch.testing.assert_close(seen[0], smooth(up_outputs[6][3:6].float()))
     pre, main = contexts
     # DDIM, 10 steps: timesteps 901 … 1; the pre-pass stops after 301 (nearest to 261) and decodes nothing
     assert calls[:8] == [901, 801, 701, 601, 501, 401, 301, 901] and len(calls) == 7 + 10

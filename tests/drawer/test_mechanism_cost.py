@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
 from drawer import Drawer
 from drawer.mechanisms.global_reference import GlobalReferenceContext
@@ -125,3 +125,62 @@ def test_batched_shared_attention_equals_one_call_per_image(tiny_drawer: Drawer)
         ours = attn(hidden, **{KWARG: ctx})
         reference = _reference_shared(attn, hidden, ctx)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def _shared_context(
+    drawer: Drawer, images: int, anchors: list[int], steps: int = 4, vanilla: float = 0.0, cached: list | None = None
+) -> tuple[SharedAttentionContext, list]:
+    unet = drawer.pipe.unet
+    grids = unet_grids(unet, 64, 96, int(drawer.pipe.vae_scale_factor))
+    setup = SharedSetup(
+        subject_tokens=[{"1": [2]} for _ in range(images)],
+        anchors=anchors,
+        mask_dropout=0.0,
+        vanilla_query_steps=vanilla,
+        cached=cached or [],
+    )
+    names = {id(m): n for n, m in unet.named_modules() if isinstance(m, Attention)}
+    return SharedAttentionContext(setup, grids, names, size=(64, 96), steps=steps, guided=True, seed=1), grids
+
+
+def test_vanilla_blending_weights_own_attention_by_the_blend_weight(tiny_drawer: Drawer) -> None:
+    attn = tiny_drawer.pipe.unet.up_blocks[2].attentions[0].transformer_blocks[0].attn1
+    ctx, grids = _shared_context(tiny_drawer, images=2, anchors=[0, 1], steps=10, vanilla=0.3)
+    grid = grids[1]
+    gen = torch.Generator().manual_seed(9)
+    ctx.kept = {grid.tokens: torch.rand(2, grid.tokens, generator=gen) > 0.5}
+    ctx.index_kept()
+    hidden = torch.randn(4, grid.tokens, attn.to_q.in_features, generator=gen)
+    with torch.no_grad():
+        ctx.step = 1
+        weight = ctx.blend_weight()
+        blended = attn(hidden, **{KWARG: ctx})
+        ctx.step = 5  # past the blending steps: shared attention only
+        shared = attn(hidden, **{KWARG: ctx})
+        own = AttnProcessor2_0()(attn, hidden)
+    assert 0.8 < weight < 0.9
+    torch.testing.assert_close(blended, weight * own + (1 - weight) * shared, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_anchor_patches_reach_only_the_queries_inside_the_subjects_box(tiny_drawer: Drawer) -> None:
+    from drawer.mechanisms.shared_attention import AnchorCache
+    from studio.geometry import Box
+
+    unet = tiny_drawer.pipe.unet
+    attn = unet.up_blocks[2].attentions[0].transformer_blocks[0].attn1
+    layer = next(n for n, m in unet.named_modules() if m is attn)
+    gen = torch.Generator().manual_seed(10)
+    patches = {(step, layer): torch.randn(2, 5, attn.to_q.in_features, generator=gen) for step in range(4)}
+    cache = AnchorCache("1", "", 4, 0.25, patches)
+    left_half = Box(x=0, y=0, w=48, h=64)  # of the 96-wide canvas
+    with_cache, grids = _shared_context(tiny_drawer, images=1, anchors=[], cached=[(cache, 0, left_half)])
+    grid = grids[1]
+    hidden = torch.randn(2, grid.tokens, attn.to_q.in_features, generator=gen)
+    with torch.no_grad():
+        with_cache.step = 2
+        ours = attn(hidden, **{KWARG: with_cache})
+        stock = AttnProcessor2_0()(attn, hidden)
+    inside = (torch.arange(grid.tokens) % grid.width) < grid.width // 2
+    assert with_cache.cache_reads == 1
+    assert torch.equal(ours[:, ~inside], stock[:, ~inside])
+    assert not torch.allclose(ours[:, inside], stock[:, inside])
