@@ -222,6 +222,7 @@ class Drawer:
             anchors=[],
             mask_dropout=shared.mask_dropout,
             vanilla_query_steps=shared.vanilla_query_steps,
+            feature_injection=shared.feature_injection,
             cached=cached,
             record={
                 item.subject_id: (0, item.box, reference_hash(job.references.get(item.subject_id)))

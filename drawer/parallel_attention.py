@@ -383,7 +383,11 @@ class SelfAttnProcessor(AttnProcessor2_0):
     ) -> torch.Tensor:
         if shared_attention is not None and self.up_block and encoder_hidden_states is None:
             return shared_attention.self_attention(attn, hidden_states, temb)
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        out = super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        injects = shared_attention is not None and getattr(shared_attention, "injection", None) is not None
+        if injects and encoder_hidden_states is None:
+            return shared_attention.inject(attn, out)  # DIFT feature injection reaches the down blocks too
+        return out
 
 
 def install_parallel_attention(unet: UNet2DConditionModel) -> None:

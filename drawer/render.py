@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
 from drawer.conditioning import ReferenceEmbeds, TextRows
-from drawer.mechanisms import build_stack
+from drawer.mechanisms import AttentionStack, build_stack, feature_injection
 from drawer.mechanisms.global_reference import pipeline_references
 from drawer.mechanisms.regional import RefineSwitch
 from drawer.parallel_attention import RegionImage
@@ -58,14 +60,29 @@ class RenderBatch:
 
 @torch.no_grad()
 def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> list[Image.Image]:
+    if feature_injection.wanted(batch):  # shared attention's DIFT pre-pass (docs/mechanisms.md)
+        quiet = Progress(0, None, progress.cancel)
+        feature_injection.prepare(pipe, batch, lambda pre, attach: _run(pipe, pre, quiet, "latent", attach))
+    return list(_run(pipe, batch, progress, "pil").images)
+
+
+def _run(
+    pipe: DiffusionPipeline,
+    batch: RenderBatch,
+    progress: Progress,
+    output_type: str,
+    attach: Callable[[AttentionStack], None] | None = None,
+) -> Any:
     stack = build_stack(pipe, batch)
+    if attach is not None:
+        attach(stack)
     guided = batch.guidance_scale > 1.0
     extra = {}
     references = with_style(pipeline_references(batch.references, batch.global_frames), batch.style_reference)
     if references is not None:
         extra["ip_adapter_image_embeds"] = references.pipeline_embeds(guided)
     callback = StepCallbackChain(progress, hooks=batch.hooks, listeners=stack.listeners)
-    output = pipe(
+    return pipe(
         **batch.prompts.pipeline_kwargs(),
         **extra,
         height=batch.height,
@@ -77,6 +94,5 @@ def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> l
         cross_attention_kwargs=stack.kwargs,
         callback_on_step_end=callback,
         callback_on_step_end_tensor_inputs=["latents"],
-        output_type="pil",
+        output_type=output_type,
     )
-    return list(output.images)

@@ -59,7 +59,10 @@ class SharedAttentionSettings(BaseModel):
     vanilla_query_steps: FiniteFloat = Field(
         default=0.1, ge=0.0, le=1.0, description="fraction of the first steps that blend in the vanilla queries"
     )
-    feature_injection: bool = Field(default=False, description="DIFT-style feature injection")
+    feature_injection: bool = Field(
+        default=False,
+        description="DIFT-style feature injection among a batch's anchors (a pre-pass to ~74% of the steps)",
+    )
     anchor_cache_mib: FiniteFloat = Field(
         default=DEFAULT_ANCHOR_CACHE_MIB,
         ge=0.0,
@@ -132,8 +135,6 @@ class DrawSettings(BaseModel):
                 f"msdiffusion.start_step ({self.msdiffusion.start_step}) must be below steps ({self.steps}) "
                 "for the auto layout (mask_threshold) to take effect"
             )
-        if self.shared_attention.feature_injection:
-            raise ValueError("shared_attention.feature_injection is not implemented (docs/mechanisms.md)")
         for name in ("subject_init_steps", "prerender_steps", "refine_step"):
             if name not in self.model_fields_set:
                 setattr(self, name, steps_following(name, self.steps))

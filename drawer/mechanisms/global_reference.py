@@ -10,9 +10,7 @@ image rows and GRCA read disjoint slices of the same projected tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,14 +27,31 @@ KWARG = "global_reference"
 
 @dataclass(frozen=True)
 class GlobalReferenceContext:
-    """Where the global frames sit among the projected IP tokens ([rows, images, tokens, C]) and their scale."""
+    """Where the global frames sit among the projected IP tokens ([rows, images, tokens, C]) and their scale.
+
+    The frames' image tokens are the same at every step of a render, so each layer projects them through
+    `to_k_ip` / `to_v_ip` once and keeps the keys and values here (`cache_kv`); a context serves one render."""
 
     first: int
     count: int
     scale: float
+    cache_kv: bool = True
+    _kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, compare=False, repr=False)
 
     def tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return image_tokens[:, self.first : self.first + self.count]
+
+    def frames_kv(
+        self, processor: IPAdapterAttnProcessor2_0, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames' keys and values through the layer's IP projections, projected once per layer."""
+        cached = self._kv.get(id(processor))
+        if cached is not None and cached[0].shape[:-1] == frames.shape[:-1]:
+            return cached
+        kv = (processor.to_k_ip[0](frames), processor.to_v_ip[0](frames))
+        if self.cache_kv:
+            self._kv[id(processor)] = kv
+        return kv
 
     def stock_with_frames(
         self,
@@ -49,11 +64,14 @@ class GlobalReferenceContext:
         temb: torch.Tensor | None,
     ) -> torch.Tensor:
         """Text attention plus GRCA outside the regional layout: diffusers' own IP-Adapter processor, fed with
-        the frames only, at the GRCA scale (so it is the stock multi-image IP-Adapter, bit for bit)."""
-        with _ip_scale(processor, self.scale):
-            return IPAdapterAttnProcessor2_0.__call__(
-                processor, attn, hidden_states, (text, [self.tokens(image_tokens)]), attention_mask, temb
-            )
+        the frames only, at the GRCA scale (so it is the stock multi-image IP-Adapter, bit for bit). It runs on
+        a stand-in for the processor whose IP projections return the layer's cached keys and values."""
+        frames = self.tokens(image_tokens)
+        key, value = self.frames_kv(processor, frames)
+        stand_in = _FramesProjection(processor.num_tokens, [self.scale], key, value)
+        return IPAdapterAttnProcessor2_0.__call__(  # type: ignore[arg-type]
+            stand_in, attn, hidden_states, (text, [frames]), attention_mask, temb
+        )
 
     def add_frames_attention(
         self,
@@ -70,7 +88,7 @@ class GlobalReferenceContext:
             return
         frames = self.tokens(image_tokens)
         frames = frames.reshape(frames.shape[0], -1, frames.shape[-1])
-        key, value = processor.to_k_ip[0](frames), processor.to_v_ip[0](frames)
+        key, value = self.frames_kv(processor, frames)
         length = flat_query.shape[0] // batch_rows
         query = flat_query.view(batch_rows, length, heads, -1).transpose(1, 2)
         key = key.view(batch_rows, -1, heads, query.shape[-1]).transpose(1, 2)
@@ -80,22 +98,41 @@ class GlobalReferenceContext:
         out.add_(self.scale * result.to(out.dtype))
 
 
+class _Projected:
+    """A stand-in IP projection returning precomputed outputs (the frames' cached keys or values)."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        self.output = output
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.output
+
+
+@dataclass
+class _FramesProjection:
+    """What diffusers' IPAdapterAttnProcessor2_0.__call__ reads from its processor (`num_tokens`, `scale`,
+    `to_k_ip`, `to_v_ip`), with the frames' keys and values already projected."""
+
+    num_tokens: list[int]
+    scale: list[float]
+    key: torch.Tensor
+    value: torch.Tensor
+
+    @property
+    def to_k_ip(self) -> list[_Projected]:
+        return [_Projected(self.key)]
+
+    @property
+    def to_v_ip(self) -> list[_Projected]:
+        return [_Projected(self.value)]
+
+
 def with_global_frames(subjects: ReferenceEmbeds, frames: ReferenceEmbeds) -> ReferenceEmbeds:
     """One IP embedding tensor: the subject references first, then the frames."""
     return ReferenceEmbeds(
         positive=torch.cat([subjects.positive, frames.positive], dim=1),
         negative=torch.cat([subjects.negative, frames.negative], dim=1),
     )
-
-
-@contextmanager
-def _ip_scale(processor: IPAdapterAttnProcessor2_0, scale: float) -> Iterator[None]:
-    saved = processor.scale
-    processor.scale = [scale]
-    try:
-        yield
-    finally:
-        processor.scale = saved
 
 
 def pipeline_references(subjects: ReferenceEmbeds | None, frames: ReferenceEmbeds | None) -> ReferenceEmbeds | None:

@@ -12,6 +12,8 @@ in the design notes (seed-mechanisms.md §4), plus a per-subject anchor cache fo
 - Vanilla blending over the first `vanilla_query_steps` of steps: the shared output is blended with the image's
   own (vanilla) self-attention output with weight 0.9 → 0.82. Deviation: the paper blends the *queries* of an
   extra vanilla UNet pass; we blend outputs of the same pass (no extra forward, docs/mechanisms.md).
+- Optional DIFT-style feature injection among the batch's anchors (`SharedSetup.feature_injection`, off by
+  default): drawer.mechanisms.feature_injection; the context only carries its injector.
 - Anchor cache (multi-turn): a render may record, per subject, the self-attention inputs of its subject patches
   at every up-block layer and step (CPU, the UNet's dtype); a later render attends to them from inside the
   subject's box (keys/values recomputed with the layer's own projections).
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
     from drawer.mechanisms import AttentionStack
+    from drawer.mechanisms.feature_injection import FeatureInjector
     from drawer.render import RenderBatch
 
 KWARG = "shared_attention"
@@ -95,6 +98,10 @@ class SharedSetup:
     """subject id → (image index, box, reference hash) to record an anchor cache from."""
     recorded: dict[str, AnchorCache] = field(default_factory=dict)
     """Filled by the render: the anchor caches recorded for `record`."""
+    feature_injection: bool = False
+    """DIFT-style feature injection among the batch's anchors (drawer.mechanisms.feature_injection)."""
+    correspondence: object | None = None
+    """Filled by the injection pre-pass: the dense correspondence to the anchors (feature_injection.Correspondence)."""
 
 
 class SharedAttentionContext:
@@ -133,6 +140,8 @@ class SharedAttentionContext:
         self.box_masks: dict[int, list[tuple[AnchorCache, int, torch.Tensor]]] = {}
         self.recorded = setup.recorded
         self.cache_reads = 0
+        self.injection: FeatureInjector | None = None
+        """DIFT-style feature injection (drawer.mechanisms.feature_injection), set when the setup asks for it."""
         for cache, image, box in setup.cached:
             for grid in grids:
                 inside = self._inside(box, grid)
@@ -186,6 +195,10 @@ class SharedAttentionContext:
             for tokens, kept in self.kept.items()
         }
 
+    def union_mask(self, image: int, grid: Grid) -> torch.Tensor:
+        """The image's subject patches (every subject, no dropout) at `grid`."""
+        return self._union(image, grid)
+
     def _union(self, image: int, grid: Grid) -> torch.Tensor:
         assert self.subject_masks is not None
         union = torch.zeros(self.record_grid.tokens, dtype=torch.bool)
@@ -215,55 +228,98 @@ class SharedAttentionContext:
         self._record_anchor_patches(layer, hidden_states, length)
         query, key, value = (_heads(proj(hidden_states), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
         weight = self.blend_weight()
-        kept = self.kept_index.get(length) if self.setup.anchors else None
-        if kept is not None and kept and kept[0].device != key.device:
-            kept = self.kept_index[length] = [index.to(key.device) for index in kept]
-        halves = 2 if self.guided else 1
-        shared_rows: dict[int, torch.Tensor] = {}
-        if kept is not None:
-            for half in range(halves):
-                for i in range(self.images):
-                    others = [j for j in self.setup.anchors if j != i]
-                    if not others:
-                        continue
-                    row = half * self.images + i
-                    anchor_rows = [half * self.images + j for j in others]
-                    keys = torch.cat(
-                        [key[row], *(key[r].index_select(1, kept[r % self.images]) for r in anchor_rows)], 1
-                    )
-                    values = torch.cat(
-                        [value[row], *(value[r].index_select(1, kept[r % self.images]) for r in anchor_rows)], 1
-                    )
-                    shared_rows[row] = F.scaled_dot_product_attention(query[row], keys, values)
-        if len(shared_rows) == key.shape[0] and weight == 0:
-            out = torch.stack([shared_rows[r] for r in range(key.shape[0])])
+        shared_rows, shared = self._shared_attention(query, key, value, length)
+        if shared_rows is not None and len(shared_rows) == rows and weight == 0:
+            out = torch.empty_like(shared).index_copy_(0, shared_rows, shared)
             own = out
         else:
             own = F.scaled_dot_product_attention(query, key, value)
-            out = own.clone()
-            for row, shared in shared_rows.items():
-                out[row] = shared
+            out = own if shared_rows is None else own.index_copy(0, shared_rows, shared)
         for cache, image, inside in self.box_masks.get(length, []):
             patches = cache.at(self.step, self.steps, layer)
             if patches is None or self.step == 0:
                 continue
             self.cache_reads += 1
-            patches = patches.to(device=hidden_states.device, dtype=hidden_states.dtype)
-            for half in range(halves):
-                row = half * self.images + image
-                extra_key = _heads(attn.to_k(patches[half : half + 1]), attn.heads)[0]
-                extra_value = _heads(attn.to_v(patches[half : half + 1]), attn.heads)[0]
-                shared = F.scaled_dot_product_attention(
-                    query[row], torch.cat([key[row], extra_key], 1), torch.cat([value[row], extra_value], 1)
-                )
-                out[row][:, inside.to(out.device)] = shared[:, inside.to(out.device)]
+            out = self._attend_cached(attn, query, key, value, out, patches, image, inside)
         if weight > 0:
             out = weight * own + (1 - weight) * out
         out = out.transpose(1, 2).reshape(rows, length, -1).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
+        if self.injection is not None:
+            out = self.injection.inject(layer, self.step, out)
         if attn.residual_connection:
             out = out + hidden_states
         return out / attn.rescale_output_factor
+
+    def _shared_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Shared rows (queries attending to their own keys plus the kept subject patches of the other
+        anchors), batched: one 4-D SDPA call per set of anchors attended to, both halves together. Returns the
+        rows' indices and their outputs [R, heads, L, d] (None: no row shares)."""
+        kept = self.kept_index.get(length) if self.setup.anchors else None
+        if kept is None:
+            return None, query
+        if kept and kept[0].device != key.device:
+            kept = self.kept_index[length] = [index.to(key.device) for index in kept]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in range(self.images):
+            others = tuple(j for j in self.setup.anchors if j != i)
+            if others:
+                groups.setdefault(others, []).append(i)
+        if not groups:
+            return None, query
+        halves = 2 if self.guided else 1
+        all_rows, outputs = [], []
+        for others, images in groups.items():
+            rows = [half * self.images + i for half in range(halves) for i in images]
+            row_index = torch.tensor(rows, device=key.device)
+            keys, values = [key.index_select(0, row_index)], [value.index_select(0, row_index)]
+            for j in others:
+                anchor_rows = torch.tensor([(r // self.images) * self.images + j for r in rows], device=key.device)
+                keys.append(key.index_select(0, anchor_rows).index_select(2, kept[j]))
+                values.append(value.index_select(0, anchor_rows).index_select(2, kept[j]))
+            outputs.append(
+                F.scaled_dot_product_attention(
+                    query.index_select(0, row_index), torch.cat(keys, 2), torch.cat(values, 2)
+                )
+            )
+            all_rows.extend(rows)
+        return torch.tensor(all_rows, device=key.device), torch.cat(outputs)
+
+    def _attend_cached(
+        self,
+        attn: Attention,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        out: torch.Tensor,
+        patches: torch.Tensor,
+        image: int,
+        inside: torch.Tensor,
+    ) -> torch.Tensor:
+        """The image's queries inside the cached subject's box attend to their own keys plus the cached anchor
+        patches (keys/values from the layer's projections), both halves in one call."""
+        patches = patches.to(device=key.device, dtype=key.dtype)
+        halves = 2 if self.guided else 1
+        if patches.shape[0] != halves:  # a cache recorded with the other guidance: its conditional half serves
+            patches = patches[-1:].expand(halves, -1, -1)
+        rows = torch.tensor([half * self.images + image for half in range(halves)], device=key.device)
+        extra_key, extra_value = _heads(attn.to_k(patches), attn.heads), _heads(attn.to_v(patches), attn.heads)
+        shared = F.scaled_dot_product_attention(
+            query.index_select(0, rows),
+            torch.cat([key.index_select(0, rows), extra_key], 2),
+            torch.cat([value.index_select(0, rows), extra_value], 2),
+        )
+        inside = inside.to(out.device)
+        mixed = torch.where(inside.view(1, 1, -1, 1), shared, out.index_select(0, rows))
+        return out.index_copy(0, rows, mixed)
+
+    def inject(self, attn: Attention, out: torch.Tensor) -> torch.Tensor:
+        """Feature injection into a self-attention output (after `to_out`) outside the up blocks."""
+        if self.injection is None:
+            return out
+        return self.injection.inject(self.layer_names.get(id(attn), ""), self.step, out)
 
     def _record_anchor_patches(self, layer: str, hidden_states: torch.Tensor, length: int) -> None:
         if not self.setup.record or self.subject_masks is None or length not in self.grids:
@@ -308,15 +364,20 @@ def install(pipe: DiffusionPipeline, batch: RenderBatch, stack: AttentionStack) 
     assert isinstance(batch.shared, SharedSetup)
     unet = pipe.unet
     names = {id(module): name for name, module in unet.named_modules() if isinstance(module, Attention)}
+    grids = unet_grids(unet, batch.height, batch.width, int(pipe.vae_scale_factor))
     context = SharedAttentionContext(
         batch.shared,
-        unet_grids(unet, batch.height, batch.width, int(pipe.vae_scale_factor)),
+        grids,
         names,
         size=(batch.height, batch.width),
         steps=batch.steps,
         guided=batch.guidance_scale > 1.0,
         seed=batch.seed,
     )
+    if batch.shared.feature_injection:
+        from drawer.mechanisms.feature_injection import injector
+
+        context.injection = injector(batch.shared, grids, context.guided, batch.steps)
     stack.kwargs[KWARG] = context
     stack.listeners.append(context.after_step)
     stack.installed.append("shared_attention")

@@ -240,8 +240,8 @@ def test_settings_mechanisms_are_validated() -> None:
     assert DrawSettings(mechanisms=["regional"]).subject_init is False
     with pytest.raises(ValueError, match="contradicts"):
         DrawSettings(subject_init=True, mechanisms=["regional"])
-    with pytest.raises(ValueError, match="feature_injection"):
-        DrawSettings(shared_attention={"feature_injection": True})
+    assert DrawSettings(shared_attention={"feature_injection": True}).shared_attention.feature_injection
+    assert not DrawSettings().shared_attention.feature_injection  # off by default
     with pytest.raises(ValueError, match="global_reference"):
         DrawJob(plan=two_subject_plan(), global_references=[png("red")])
     again = DrawSettings.model_validate(DrawSettings(subject_init=False).model_dump())
