@@ -21,6 +21,7 @@ from drawer.loading import load_pipeline, make_scheduler
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
 from drawer.parallel_attention import install_parallel_attention
+from drawer.region_sampler import render_regions
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
@@ -144,7 +145,10 @@ class Drawer:
             batch = main_batch(pipe, plan, settings, embeds, _index(ref_ids), latents, list(hooks), seed)
             batch.global_frames = self._global_frames(job, settings, timer)
             batch.shared = self._shared_setup(job) if "shared_attention" in settings.mechanisms else None
-            image = render(pipe, batch, progress)[0]
+            if settings.sampler == "regions":
+                image = render_regions(pipe, batch, plan, settings, progress, scene_prompt(plan, plan.items))
+            else:
+                image = render(pipe, batch, progress)[0]
             if batch.shared is not None:
                 self.anchors.offer(batch.shared.recorded)
         if regenerate is not None and previous is not None:

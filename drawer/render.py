@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
-from PIL import Image
 
 from drawer.conditioning import ReferenceEmbeds, TextRows
 from drawer.mechanisms import build_stack
@@ -49,7 +49,8 @@ class RenderBatch:
 
 
 @torch.no_grad()
-def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> list[Image.Image]:
+def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress, output_type: str = "pil") -> Any:
+    """The batch's images (PIL), or with `output_type="latent"` its final latents (the region sampler's)."""
     stack = build_stack(pipe, batch)
     guided = batch.guidance_scale > 1.0
     extra = {}
@@ -69,6 +70,6 @@ def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> l
         cross_attention_kwargs=stack.kwargs,
         callback_on_step_end=callback,
         callback_on_step_end_tensor_inputs=["latents"],
-        output_type="pil",
+        output_type=output_type,
     )
-    return list(output.images)
+    return list(output.images) if output_type == "pil" else output.images

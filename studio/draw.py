@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from studio.geometry import Box
 from studio.plan import TurnPlan
+from studio.regions import RegionSamplerSettings, SamplerName, sampler_problem
 from studio.text import Text
 
 _BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
@@ -83,6 +84,10 @@ class DrawSettings(BaseModel):
     )
     shared_attention: SharedAttentionSettings = Field(default_factory=SharedAttentionSettings)
     global_reference: GlobalReferenceSettings = Field(default_factory=GlobalReferenceSettings)
+    sampler: SamplerName = Field(
+        default="default", description="`regions`: StreamMultiDiffusion's region sampler (docs/regions.md)"
+    )
+    regions: RegionSamplerSettings = Field(default_factory=RegionSamplerSettings)
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
@@ -114,6 +119,13 @@ class DrawSettings(BaseModel):
             raise ValueError(f"refine_step ({self.refine_step}) cannot exceed steps ({self.steps})")
         if self.subject_init and self.subject_init_steps == 0:
             raise ValueError("subject_init_steps=0 cannot run subject init: give it at least 1 or set subject_init off")
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_consistent(self) -> DrawSettings:
+        problem = sampler_problem(self.sampler, list(self.mechanisms), self.steps, self.regions)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
