@@ -118,9 +118,11 @@ class StepRecord:
     """What one step did (kept for inspection: tests, debugging)."""
 
     step: int
+    quantized: torch.Tensor
     masks: torch.Tensor
     bootstrapped: bool
     inputs: torch.Tensor
+    x0: torch.Tensor
     blended: torch.Tensor
 
 
@@ -190,7 +192,7 @@ class RegionScheduler:
         a, b = self.coefficients(k)
         inputs = self._inputs if self._inputs is not None else sample
         x0 = self.unroll(self.to_x0(inputs.float(), model_output.float(), a, b))
-        masks = quantize(self.masks, self.levels, k, self.settings.quantize)
+        masks = quantized = quantize(self.masks, self.levels, k, self.settings.quantize)
         bootstrapping = self.bootstrapping(k)
         if bootstrapping:
             background = self.bootstrap_background(k)
@@ -207,7 +209,8 @@ class RegionScheduler:
         result = self.inner.step(implied.to(sample.dtype), timestep, sample[:1], **extra, **kwargs, return_dict=False)
         following = result[0].expand(self.regions, *result[0].shape[1:]).clone()
         if self.records is not None:
-            self.records.append(StepRecord(k, masks.clone(), bootstrapping, inputs.clone(), blended.clone()))
+            record = StepRecord(k, quantized, masks.clone(), bootstrapping, inputs.clone(), x0.clone(), blended.clone())
+            self.records.append(record)
         self._previous_x0 = blended
         self._step += 1
         self._inputs = None
