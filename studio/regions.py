@@ -91,6 +91,8 @@ def png_problem(data: bytes) -> str | None:
                 if width * height > MAX_MASK_PIXELS:
                     return f"the PNG mask of {width}x{height} pixels exceeds the limit of {MAX_MASK_PIXELS} pixels"
                 probe.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"the PNG mask exceeds the limit of {MAX_MASK_PIXELS} pixels (refused before decoding)"
     except Exception as exc:  # PIL raises many kinds for broken input
         return f"the PNG mask cannot be read: {exc}"
     return None
