@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from diffusers import LCMScheduler
 from PIL import Image
 from pydantic import ValidationError
 
@@ -327,10 +328,15 @@ def test_one_region_reproduces_the_plain_pipeline(tiny_drawer: Drawer) -> None:
     """With no items the sampler's blend is the background's own prediction: the x0 round trip and re-noising
     through the scheduler's own step give the plain pipeline's result."""
     plan = TurnPlan(height=H, width=W, background="a quiet lake", negative="blurry")
-    for scheduler in ("ddim", "euler", "dpm++"):
-        settings = fast_settings(sampler="regions", mechanisms=[], scheduler=scheduler, steps=4)
-        pipe = tiny_drawer.pipe
-        tiny_drawer._use_scheduler(scheduler)
+    pipe = tiny_drawer.pipe
+    lcm = LCMScheduler.from_config(tiny_drawer._scheduler_config)
+    for scheduler in ("ddim", "euler", "dpm++", "lcm"):
+        settings = fast_settings(
+            sampler="regions", mechanisms=[], steps=4, **({} if scheduler == "lcm" else {"scheduler": scheduler})
+        )
+        tiny_drawer._use_scheduler(settings.scheduler)
+        if scheduler == "lcm":  # the fast mode's scheduler: its step adds fresh noise (seeded by the render)
+            pipe.scheduler = lcm
         noise = torch.randn((1, 4, H // 8, W // 8), generator=torch.Generator().manual_seed(2))
         batch = main_batch(pipe, plan, settings, encode_references(pipe, []), {}, noise, [], seed=2)
         regions = region_batch(pipe, batch, plan, "")
@@ -345,6 +351,7 @@ def test_one_region_reproduces_the_plain_pipeline(tiny_drawer: Drawer) -> None:
         finally:
             pipe.scheduler = original
         assert torch.allclose(ours, plain, atol=1e-4), scheduler
+    tiny_drawer._use_scheduler("ddim")
 
 
 def test_sampler_uses_the_subjects_reference_rows_when_asked(tiny_drawer: Drawer) -> None:
