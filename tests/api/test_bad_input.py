@@ -38,7 +38,15 @@ BASE_BODIES: dict[type[BaseModel], dict[str, Any]] = {
             "caption": "c",
             "background": "b",
             "negative": "n",
-            "items": [{"subject_id": "1", "phrase": "a girl", "name": "girl", "box": BOX}],
+            "items": [
+                {
+                    "subject_id": "1",
+                    "phrase": "a girl",
+                    "name": "girl",
+                    "box": BOX,
+                    "mask": {"polygon": [[4, 4], [44, 4], [44, 44]]},  # regions: its vertices are floats too
+                }
+            ],
             "edit": {"regenerate_subject_ids": ["1"], "regenerate_boxes": [BOX], "strength": 0.5},
         },
         "settings": SETTINGS,
