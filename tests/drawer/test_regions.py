@@ -396,3 +396,23 @@ def test_grid_coverage_is_the_cell_mean() -> None:
     out = grid_coverage(weights, grid, 20, 28)
     assert torch.allclose(out[2, 3], weights[16:20, 24:28].mean())
     assert torch.allclose(out[0, 0], weights[0:8, 0:8].mean())
+
+
+def test_the_drawer_hands_the_region_masks_to_the_collage(tiny_drawer: Drawer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import drawer.subject_init as subject_init
+
+    seen: list[dict | None] = []
+    real = subject_init.make_collage
+
+    def spy(cutouts, height, width, regions=None):  # type: ignore[no-untyped-def]
+        seen.append(regions)
+        return real(cutouts, height, width, regions=regions)
+
+    monkeypatch.setattr(subject_init, "make_collage", spy)
+    plan = two_subject_plan()
+    triangle = RegionMask(polygon=[(0, 8), (40, 8), (0, 56)])
+    plan.items[0] = PlanItem(subject_id="1", phrase=plan.items[0].phrase, mask=triangle)
+    plan = TurnPlan.model_validate(plan.model_dump())
+    tiny_drawer.draw(DrawJob(plan=plan, settings=fast_settings()))
+    assert seen and set(seen[0]) == {"1"}
+    assert np.array_equal(seen[0]["1"], triangle.raster(H, W) >= 0.5)
