@@ -416,3 +416,17 @@ def test_the_drawer_hands_the_region_masks_to_the_collage(tiny_drawer: Drawer, m
     tiny_drawer.draw(DrawJob(plan=plan, settings=fast_settings()))
     assert seen and set(seen[0]) == {"1"}
     assert np.array_equal(seen[0]["1"], triangle.raster(H, W) >= 0.5)
+
+
+def test_sampler_region_rows_carry_prompt_strength_and_region_negatives(tiny_sdxl_drawer: Drawer) -> None:
+    pipe = tiny_sdxl_drawer.pipe
+    plan = two_subject_plan()
+    plan.items[0] = plan.items[0].model_copy(update={"prompt_strength": 0.0, "negative": "ugly"})
+    settings = fast_settings(sampler="regions")
+    batch = main_batch(pipe, plan, settings, encode_references(pipe, []), {}, torch.zeros(1, 4, 8, 12), [])
+    rows = region_batch(pipe, batch, plan, "").prompts
+    plain = region_batch(pipe, batch, two_subject_plan(), "").prompts
+    assert rows.pooled is not None and rows.negative_pooled is not None
+    for tensor in (rows.embeds, rows.negative, rows.pooled, rows.negative_pooled):
+        assert torch.equal(tensor[1], tensor[0])  # strength 0: the background's row, pooled included
+    assert torch.equal(rows.embeds[2], plain.embeds[2]) and torch.equal(rows.negative[2], plain.negative[2])
