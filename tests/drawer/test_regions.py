@@ -430,3 +430,44 @@ def test_sampler_region_rows_carry_prompt_strength_and_region_negatives(tiny_sdx
     for tensor in (rows.embeds, rows.negative, rows.pooled, rows.negative_pooled):
         assert torch.equal(tensor[1], tensor[0])  # strength 0: the background's row, pooled included
     assert torch.equal(rows.embeds[2], plain.embeds[2]) and torch.equal(rows.negative[2], plain.negative[2])
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpm++", "euler_a", "lcm"])
+def test_coefficients_follow_the_schedulers_own_noising(tiny_drawer: Drawer, name: str) -> None:
+    """Step k's latent is a_k·x0 + b_k·ε exactly as the scheduler's own add_noise builds it."""
+    from drawer.loading import make_scheduler
+
+    config = tiny_drawer._scheduler_config
+    inner = LCMScheduler.from_config(config) if name == "lcm" else make_scheduler(name, config)
+    masks = torch.ones(1, 1, 2, 2)
+    wrapper = RegionScheduler(inner, masks, RegionSamplerSettings(), torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2))
+    wrapper.set_timesteps(6)
+    x0, eps = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    for k, t in enumerate(wrapper.timesteps):
+        a, b = wrapper.coefficients(k)
+        expected = inner.add_noise(x0, eps, t.reshape(1))
+        torch.testing.assert_close(a * x0 + b * eps, expected, rtol=1e-5, atol=1e-5)
+    assert wrapper.levels == sorted(wrapper.levels, reverse=True)
+
+
+def test_bootstrapped_predictions_are_rolled_back_before_the_blend() -> None:
+    """A 'UNet' that predicts ε = 0 makes x0_j = input_j / a: where item j alone holds mask, the blend must be the
+    shared latent's own x0 (its rolled, white-backed input moved back into place), not the rolled input."""
+    from diffusers import DDIMScheduler
+
+    inner = DDIMScheduler()
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0] = 1.0
+    masks[1, :, 0:2, 0:2] = 1.0  # item 1 in the top-left corner: centring moves it
+    masks[0, :, 0:2, 0:2] = 0.0
+    settings = RegionSamplerSettings(leak_sensitivity=1e-6)  # leaks: no suppression where x0 differs from white
+    white = torch.full((1, 4, 8, 8), 5.0)
+    wrapper = RegionScheduler(inner, masks, settings, white, torch.zeros(1, 4, 8, 8), record=True)
+    wrapper.set_timesteps(4)
+    shared = torch.randn(1, 4, 8, 8).expand(2, 4, 8, 8)
+    rows = wrapper.scale_model_input(shared, wrapper.timesteps[0])
+    assert not torch.equal(rows[1], shared[1])  # bootstrapped and rolled
+    wrapper.step(torch.zeros_like(rows), wrapper.timesteps[0], shared)
+    record = wrapper.records[0]
+    a, _ = wrapper.coefficients(0)
+    torch.testing.assert_close(record.blended[0, :, 0:2, 0:2], shared[0, :, 0:2, 0:2] / a)
