@@ -471,3 +471,24 @@ def test_bootstrapped_predictions_are_rolled_back_before_the_blend() -> None:
     record = wrapper.records[0]
     a, _ = wrapper.coefficients(0)
     torch.testing.assert_close(record.blended[0, :, 0:2, 0:2], shared[0, :, 0:2, 0:2] / a)
+
+
+def test_region_masks_apply_cover_alpha_under_later_regions() -> None:
+    plan = TurnPlan(
+        height=H,
+        width=W,
+        items=[
+            PlanItem(subject_id="1", phrase="a", box=Box(x=0, y=0, w=48, h=64)),
+            PlanItem(subject_id="2", phrase="b", box=Box(x=32, y=0, w=32, h=64), mask_strength=0.5),
+        ],
+    )
+    masks = region_masks(plan, 8, 0.3)[:, 0]  # [background, item 1, item 2] on the 8 x 12 latent grid
+    assert masks.shape == (3, 8, 12)
+    assert torch.allclose(masks[0, :, 8:], torch.ones(8, 4)) and torch.allclose(
+        masks[0, :, :8], torch.full((8, 8), 0.3)
+    )
+    assert torch.allclose(masks[1, :, :4], torch.ones(8, 4)) and torch.allclose(
+        masks[1, :, 4:6], torch.full((8, 2), 0.3)
+    )
+    assert torch.equal(masks[1, :, 6:], torch.zeros(8, 6))
+    assert torch.allclose(masks[2, :, 4:8], torch.full((8, 4), 0.5)) and torch.equal(masks[2, :, :4], torch.zeros(8, 4))
