@@ -470,6 +470,7 @@ def test_bootstrapped_predictions_are_rolled_back_before_the_blend() -> None:
     wrapper.step(torch.zeros_like(rows), wrapper.timesteps[0], shared)
     record = wrapper.records[0]
     a, _ = wrapper.coefficients(0)
+    torch.testing.assert_close(record.x0[1, :, 0:2, 0:2], shared[0, :, 0:2, 0:2] / a)  # back in place
     torch.testing.assert_close(record.blended[0, :, 0:2, 0:2], shared[0, :, 0:2, 0:2] / a)
 
 
