@@ -92,8 +92,7 @@ def suppress_leaks(mask: torch.Tensor, x0: torch.Tensor, background: torch.Tenso
 def pre_average(x0: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """[1, C, h, w] = Σ m_j x0_j / Σ m_j over the rows; row 0 (the background) fills where Σ m < 1."""
     total = masks.sum(dim=0, keepdim=True)
-    mixed = (masks * x0).sum(dim=0, keepdim=True) / torch.clamp(total, min=1e-8)
-    mixed = torch.where(total > 0, mixed, x0[:1])
+    mixed = (masks * x0).sum(dim=0, keepdim=True) / torch.clamp(total, min=1e-8)  # 0 where total is 0: filled next
     fill = torch.clamp(1.0 - total, 0.0, 1.0)
     return (1.0 - fill) * mixed + fill * x0[:1]
 
