@@ -7,6 +7,7 @@ from diffusers import DiffusionPipeline
 
 from drawer.conditioning import ReferenceEmbeds, encode_texts
 from drawer.parallel_attention import RegionImage
+from drawer.region_masks import canvas_weights, lerp_rows
 from drawer.render import RenderBatch
 from drawer.stepping import LatentHook
 from drawer.subject_init import PrerenderInputs, fill_canvas, group_subjects
@@ -23,6 +24,26 @@ def scene_prompt(plan: TurnPlan, items: list[PlanItem]) -> str:
     return plan.model_copy(update={"items": mothers}).global_prompt()
 
 
+def region_masks(plan: TurnPlan) -> list[torch.Tensor | None] | None:
+    """Each item's soft canvas weights (None: a plain box); None when every item is a plain box."""
+    masks = [canvas_weights(item, plan.height, plan.width) for item in plan.items]
+    return masks if any(mask is not None for mask in masks) else None
+
+
+def region_negatives(items: list[PlanItem], first_row: int) -> tuple[list[str], list[int | None] | None]:
+    """The regions' own negative prompts to encode as extra rows (from `first_row` of the region rows on), and
+    each item's row (None: the plan's negative); no rows at all when no item has one."""
+    texts: list[str] = []
+    rows: list[int | None] = []
+    for item in items:
+        if item.negative is None:
+            rows.append(None)
+            continue
+        rows.append(first_row + len(texts))
+        texts.append(item.negative)
+    return texts, (rows if texts else None)
+
+
 def main_batch(
     pipe: DiffusionPipeline,
     plan: TurnPlan,
@@ -33,19 +54,25 @@ def main_batch(
     hooks: list[LatentHook],
     seed: int = 0,
 ) -> RenderBatch:
-    """One image: rows [global (mothers only), background, subject phrases…] encoded in one call."""
+    """One image: rows [global (mothers only), background, subject phrases…] encoded in one call (then the
+    regions' own negative prompts, when some have one: docs/regions.md)."""
     prompts = [scene_prompt(plan, plan.items), plan.background, *(item.phrase for item in plan.items)]
-    text = encode_texts(pipe, prompts, [plan.negative_prompt] * len(prompts))
+    negatives, negative_rows = region_negatives(plan.items, first_row=len(prompts) - 1)
+    text = encode_texts(pipe, prompts + negatives, [plan.negative_prompt] * (len(prompts) + len(negatives)))
+    subject_rows = list(range(1, len(plan.items) + 1))
     image = RegionImage(
-        boxes=[item.box for item in plan.items],
+        boxes=[item.box for item in plan.items],  # type: ignore[misc]
         background_row=0,
-        subject_rows=list(range(1, len(plan.items) + 1)),
+        subject_rows=subject_rows,
         reference_index=[reference_index.get(item.subject_id) for item in plan.items],
+        masks=region_masks(plan),
+        negative_rows=negative_rows,
     )
+    region_text = lerp_rows(text.embeds[1:], 0, subject_rows, [item.prompt_strength for item in plan.items])
     return RenderBatch(
         images=[image],
         prompts=text.select([0]),
-        region_text=text.embeds[1:],
+        region_text=region_text,
         references=references,
         height=plan.height,
         width=plan.width,

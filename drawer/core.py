@@ -24,6 +24,7 @@ from drawer.mechanisms.subject_init import wants_prerender
 from drawer.msdiffusion.inputs import msdiffusion_inputs
 from drawer.parallel_attention import install_parallel_attention
 from drawer.reference_controls import job_references, job_style
+from drawer.region_sampler import render_regions
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
@@ -166,7 +167,10 @@ class Drawer:
             given = decode_caches(job.anchor_caches or {}) if shared else {}
             batch.shared = self._shared_setup(job, given) if shared else None
             batch.msdiffusion = msdiffusion_inputs(pipe, job, references)  # None unless an MS-Diffusion preset
-            image = render(pipe, batch, progress)[0]
+            if settings.sampler == "regions":
+                image = render_regions(pipe, batch, plan, settings, progress, scene_prompt(plan, plan.items))
+            else:
+                image = render(pipe, batch, progress)[0]
             anchor_caches = self._keep_anchor_caches(job, batch.shared, given)
         if regenerate is not None and previous is not None:
             image = composite(image, previous, regenerate, self.vae_scale_factor)

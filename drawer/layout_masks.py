@@ -82,6 +82,8 @@ class LayoutWeights:
 
     text: torch.Tensor
     image: torch.Tensor
+    share: torch.Tensor | None = None
+    """[subjects, tokens] share of each subject (regions: drawer.region_masks)."""
 
 
 def layout_weights(
@@ -93,12 +95,14 @@ def layout_weights(
     fuse_scale: tuple[float, float],
     global_weight: float,
     img_scale: float,
+    coverage: torch.Tensor | None = None,
 ) -> LayoutWeights:
+    """`coverage` [n, gh, gw], when given, replaces the boxes' own coverage (regions as masks)."""
     f0, f1 = fuse_scale
     n = len(boxes)
-    if n:
+    if coverage is None and n:
         coverage = torch.stack([box_coverage(box, grid, height, width) for box in boxes])
-    else:
+    elif coverage is None:
         coverage = torch.zeros(0, grid.height, grid.width, dtype=torch.float64)
     total = coverage.sum(0)
     union = torch.clamp(total, max=1.0)
@@ -108,4 +112,6 @@ def layout_weights(
     text = torch.cat([global_row[None], background[None], f0 * share])
     ref = torch.tensor(has_reference, dtype=torch.float64).reshape(n, 1, 1)
     image = img_scale * share * ref
-    return LayoutWeights(text=text.reshape(n + 2, grid.tokens), image=image.reshape(n, grid.tokens))
+    return LayoutWeights(
+        text=text.reshape(n + 2, grid.tokens), image=image.reshape(n, grid.tokens), share=share.reshape(n, grid.tokens)
+    )

@@ -31,6 +31,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
 from drawer.layout_masks import Grid, layout_weights
+from drawer.region_masks import negative_weights, region_coverage
 
 if TYPE_CHECKING:
     from drawer.mechanisms.global_reference import GlobalReferenceContext
@@ -49,6 +50,10 @@ class RegionImage:
     background_row: int
     subject_rows: list[int]
     reference_index: list[int | None]
+    masks: list[torch.Tensor | None] | None = None
+    """Regions: each subject's soft canvas weights [H, W] (None: its box), drawer.region_masks."""
+    negative_rows: list[int | None] | None = None
+    """Regions: the `region_text` row of each subject's own negative prompt (None: the pipeline's)."""
 
 
 @dataclass
@@ -196,10 +201,25 @@ def build_regional_context(
     for b, spec in enumerate(images):
         has_ref = [index is not None for index in spec.reference_index]
         per_grid = [
-            layout_weights(spec.boxes, has_ref, grid, height, width, fuse_scale, global_weight, img_scale)
+            layout_weights(
+                spec.boxes,
+                has_ref,
+                grid,
+                height,
+                width,
+                fuse_scale,
+                global_weight,
+                img_scale,
+                coverage=region_coverage(spec.boxes, spec.masks, grid, height, width),
+            )
             for grid in grids
         ]
-        if guided:
+        if guided and spec.negative_rows is not None and any(r is not None for r in spec.negative_rows):
+            uncond, negatives = negative_weights(per_grid, spec.negative_rows, grids)
+            text.add(b, b, uncond)
+            for row, weights in negatives:
+                text.add(b, pipeline_rows + row, weights)
+        elif guided:
             text.add(b, b, [torch.ones(grid.tokens, dtype=torch.float64) for grid in grids])
         cond = offset + b
         if region_rows:

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
-from PIL import Image
 
 from drawer.conditioning import ReferenceEmbeds, TextRows
 from drawer.mechanisms import AttentionStack, build_stack, feature_injection
@@ -59,11 +58,13 @@ class RenderBatch:
 
 
 @torch.no_grad()
-def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> list[Image.Image]:
+def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress, output_type: str = "pil") -> Any:
+    """The batch's images (PIL), or with `output_type="latent"` its final latents (the region sampler's)."""
     if feature_injection.wanted(batch):  # shared attention's DIFT pre-pass (docs/mechanisms.md)
         quiet = Progress(0, None, progress.cancel)
         feature_injection.prepare(pipe, batch, lambda pre, attach: _run(pipe, pre, quiet, "latent", attach))
-    return list(_run(pipe, batch, progress, "pil").images)
+    output = _run(pipe, batch, progress, output_type)
+    return list(output.images) if output_type == "pil" else output.images
 
 
 def _run(

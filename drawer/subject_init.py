@@ -79,9 +79,15 @@ def _crop_mask(crop: SubjectCrop, height: int, width: int) -> np.ndarray | None:
     return None
 
 
-def make_collage(cutouts: list[tuple[str, Image.Image, np.ndarray, Box]], height: int, width: int) -> Collage:
+def make_collage(
+    cutouts: list[tuple[str, Image.Image, np.ndarray, Box]],
+    height: int,
+    width: int,
+    regions: dict[str, np.ndarray] | None = None,
+) -> Collage:
     """Paste each (id, pre-render, mask, target box) cut-out, aspect kept and centred, into its target box on a
-    neutral grey canvas. Larger boxes go first, so smaller (usually nearer) subjects stay visible."""
+    neutral grey canvas. Larger boxes go first, so smaller (usually nearer) subjects stay visible. A subject
+    with a region mask (`regions`: id → bool canvas mask) is pasted only inside it (docs/regions.md)."""
     canvas = Image.new("RGB", (width, height), NEUTRAL_GREY)
     collage_mask = np.zeros((height, width), dtype=bool)
     pasted = []
@@ -97,12 +103,21 @@ def make_collage(cutouts: list[tuple[str, Image.Image, np.ndarray, Box]], height
         piece = piece.resize(size, Image.Resampling.LANCZOS)
         piece_mask = piece_mask.resize(size, Image.Resampling.NEAREST)
         offset = (tx0 + (box_w - size[0]) // 2, ty0 + (box_h - size[1]) // 2)
+        region = (regions or {}).get(subject_id)
+        if region is not None:
+            piece_mask = Image.fromarray((np.asarray(piece_mask) * region[_window(offset, size)]).astype(np.uint8), "L")
         canvas.paste(piece, offset, piece_mask)
         layer = Image.new("L", (width, height), 0)
         layer.paste(piece_mask, offset)
         collage_mask |= np.asarray(layer) > 127
         pasted.append(subject_id)
     return Collage(image=canvas, mask=collage_mask, pasted=pasted)
+
+
+def _window(offset: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
+    """The canvas rows and columns a piece pasted at `offset` covers (the piece is always inside its box)."""
+    x, y = offset
+    return slice(y, y + size[1]), slice(x, x + size[0])
 
 
 @torch.no_grad()
@@ -121,6 +136,12 @@ def vae_encode(pipe: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
         if upcast:
             vae.to(dtype=torch.float16)
     return (latents * vae.config.scaling_factor).to(pipe.unet.dtype)
+
+
+def paste_regions(plan: TurnPlan) -> dict[str, np.ndarray]:
+    """Each masked item's paste region: its (unfeathered) mask's pixels of weight ≥ 0.5."""
+    height, width = plan.height, plan.width
+    return {item.subject_id: item.mask.raster(height, width) >= 0.5 for item in plan.items if item.mask is not None}
 
 
 @dataclass
@@ -184,7 +205,7 @@ def prerender_and_collage(
         cutouts.append((mother.subject_id, image, mask, mother.box))
     if not cutouts:
         return SubjectInitResult(None, None, crops, skipped, images)
-    collage = make_collage(cutouts, plan.height, plan.width)
+    collage = make_collage(cutouts, plan.height, plan.width, regions=paste_regions(plan))
     target = vae_encode(pipe, collage.image)
     mask = latent_mask(torch.from_numpy(collage.mask), int(pipe.vae_scale_factor))
     blend = LatentBlend(

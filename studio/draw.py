@@ -10,6 +10,7 @@ from studio.geometry import Box
 from studio.msdiffusion_settings import MSDiffusionSettings
 from studio.plan import TurnPlan
 from studio.reference_controls import MAX_SUBJECT_REFERENCES, ReferenceControls, StyleReferenceSettings
+from studio.regions import RegionSamplerSettings, SamplerName, sampler_problem
 from studio.text import Text
 
 _BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
@@ -110,6 +111,10 @@ class DrawSettings(BaseModel):
     global_reference: GlobalReferenceSettings = Field(default_factory=GlobalReferenceSettings)
     style_reference: StyleReferenceSettings = Field(default_factory=StyleReferenceSettings)
     msdiffusion: MSDiffusionSettings = Field(default_factory=MSDiffusionSettings)
+    sampler: SamplerName = Field(
+        default="default", description="`regions`: StreamMultiDiffusion's region sampler (docs/regions.md)"
+    )
+    regions: RegionSamplerSettings = Field(default_factory=RegionSamplerSettings)
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
@@ -144,6 +149,13 @@ class DrawSettings(BaseModel):
             raise ValueError(f"refine_step ({self.refine_step}) cannot exceed steps ({self.steps})")
         if self.subject_init and self.subject_init_steps == 0:
             raise ValueError("subject_init_steps=0 cannot run subject init: give it at least 1 or set subject_init off")
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_consistent(self) -> DrawSettings:
+        problem = sampler_problem(self.sampler, list(self.mechanisms), self.steps, self.regions)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, Field, FiniteFloat, ValidationI
 
 from studio.geometry import Box
 from studio.reference_controls import ReferenceCombine, ReferenceScale, ReferenceWindow
+from studio.regions import MaskStd, MaskStrength, PromptStrength, RegionMask, mask_box
 from studio.subjects import is_component, parent_of, validate_subject_id
 from studio.text import Text
 
@@ -40,11 +41,12 @@ def canvas_side_problem(side: int, max_side: int) -> str | None:
 
 
 class PlanItem(BaseModel):
-    """One subject placed in a turn: which subject, what it does here, and where."""
+    """One subject placed in a turn: which subject, what it does here, and where (a box, a mask, or both: a
+    plan derives the box of a mask given alone; docs/regions.md)."""
 
     subject_id: SubjectId
     phrase: Text = Field(min_length=1, max_length=300)
-    box: Box
+    box: Box | None = Field(default=None, description="canvas pixels; derived from `mask` when absent")
     name: Text | None = Field(
         default=None,
         max_length=100,
@@ -60,6 +62,17 @@ class PlanItem(BaseModel):
     reference_combine: ReferenceCombine | None = Field(
         default=None, description="several references: 'average' the embeddings or 'tokens'; None: memory's, average"
     )
+    mask: RegionMask | None = Field(default=None, description="the region as a PNG mask or a polygon")
+    mask_strength: MaskStrength = 1.0
+    mask_std: MaskStd = 0.0
+    prompt_strength: PromptStrength = 1.0
+    negative: Text | None = Field(default=None, max_length=1000, description="the region's own negative prompt")
+
+    @model_validator(mode="after")
+    def _placed(self) -> PlanItem:
+        if self.box is None and self.mask is None:
+            raise ValueError("a plan item needs a `box` or a `mask`")
+        return self
 
     @property
     def detection_name(self) -> str:
@@ -118,7 +131,12 @@ class TurnPlan(BaseModel):
             if parent is not None and parent not in present:
                 raise ValueError(f"component {item.subject_id!r} needs its parent {parent!r} in the same turn")
         clipped_items = []
-        for item in self.items:
+        for index, item in enumerate(self.items):
+            if item.mask is not None:
+                derived = mask_box(item.mask, self.height, self.width, f"items[{index}].mask")
+                if item.box is None:
+                    item = item.model_copy(update={"box": derived})
+            assert item.box is not None
             clipped = item.box.clipped(self.height, self.width)
             if clipped is None:
                 raise ValueError(

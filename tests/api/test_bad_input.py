@@ -39,7 +39,16 @@ BASE_BODIES: dict[type[BaseModel], dict[str, Any]] = {
             "caption": "c",
             "background": "b",
             "negative": "n",
-            "items": [{"subject_id": "1", "phrase": "a girl", "name": "girl", "box": BOX, **CONTROLS}],
+            "items": [
+                {
+                    "subject_id": "1",
+                    "phrase": "a girl",
+                    "name": "girl",
+                    "box": BOX,
+                    **CONTROLS,
+                    "mask": {"polygon": [[4, 4], [44, 4], [44, 44]]},  # regions: its vertices are floats too
+                }
+            ],
             "edit": {"regenerate_subject_ids": ["1"], "regenerate_boxes": [BOX], "strength": 0.5},
         },
         "settings": SETTINGS,
