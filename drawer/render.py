@@ -13,7 +13,7 @@ from drawer.mechanisms import build_stack
 from drawer.mechanisms.global_reference import pipeline_references
 from drawer.mechanisms.regional import RefineSwitch
 from drawer.parallel_attention import RegionImage
-from drawer.stepping import LatentHook, Progress, StepCallbackChain
+from drawer.stepping import LatentHook, Progress, StepCallbackChain, StepObserver
 from studio.draw import AUTOSTUDIO_MECHANISMS, Mechanism
 
 __all__ = ["RefineSwitch", "RenderBatch", "render"]
@@ -46,6 +46,8 @@ class RenderBatch:
     global_scale: float = 0.0
     shared: object | None = None
     """ConsiStory: the render's shared-attention setup (drawer.mechanisms.shared_attention.SharedSetup)."""
+    observers: list[StepObserver] = field(default_factory=list)
+    """Read the latents after each step (live previews)."""
 
 
 @torch.no_grad()
@@ -56,7 +58,7 @@ def render(pipe: DiffusionPipeline, batch: RenderBatch, progress: Progress) -> l
     references = pipeline_references(batch.references, batch.global_frames)
     if references is not None:
         extra["ip_adapter_image_embeds"] = references.pipeline_embeds(guided)
-    callback = StepCallbackChain(progress, hooks=batch.hooks, listeners=stack.listeners)
+    callback = StepCallbackChain(progress, hooks=batch.hooks, listeners=stack.listeners, observers=batch.observers)
     output = pipe(
         **batch.prompts.pipeline_kwargs(),
         **extra,
