@@ -47,7 +47,7 @@ class PreviewImage(BaseModel):
 
     def event_data(self) -> dict[str, Any]:
         """The payload of a `preview` turn event (the image base64-encoded)."""
-        return self.model_dump(mode="json")
+        return {**self.model_dump(exclude={"data"}), "data": base64.b64encode(self.data).decode("ascii")}
 
     @classmethod
     def from_event_data(cls, data: dict[str, Any]) -> PreviewImage:
