@@ -44,6 +44,10 @@ CLOCK = [time.perf_counter]
 machine; use with --threads 1)."""
 
 
+STAGES: dict[str, list[dict[str, float]]] = {}
+"""Wall seconds per drawer stage (DrawResult.timings) of every turn, by mode."""
+
+
 def plan(size: int) -> TurnPlan:
     half = size / 2
     return TurnPlan(
@@ -103,7 +107,8 @@ class Timed:
 def run(drawer: Drawer, size: int, settings: DrawSettings, timed: Timed | None = None) -> float:
     job = DrawJob(plan=plan(size), references={"1": reference()}, settings=settings)
     start = CLOCK[0]()
-    drawer.draw(job, on_step=timed.reporter() if timed else None)
+    result = drawer.draw(job, on_step=timed.reporter() if timed else None)
+    STAGES.setdefault(settings.mode, []).append(result.timings)
     return CLOCK[0]() - start
 
 
@@ -144,6 +149,11 @@ def bench(name: str, drawer: Drawer, size: int, repeats: int) -> None:
     for case, values in times.items():
         med, low = statistics.median(values), min(values)
         print(f"{case:<20}{med:>10.3f}{low:>10.3f}{base / med:>20.2f}{base_min / low:>16.2f}")
+    for mode, runs in STAGES.items():
+        names = sorted({name for run_ in runs for name in run_})
+        stages = ", ".join(f"{name} {statistics.median(r.get(name, 0.0) for r in runs):.3f}" for name in names)
+        print(f"{mode} stages (wall s, median): {stages}")
+    STAGES.clear()
     step, preview = statistics.median(step_s), statistics.median(preview_s)
     print(
         f"fast step {step * 1000:.1f} ms; preview (decode + JPEG) {preview * 1000:.1f} ms = "
