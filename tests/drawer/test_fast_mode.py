@@ -202,13 +202,23 @@ def test_missing_weights_are_a_clear_draw_error(fast: dict, message: str) -> Non
 
 
 def test_a_file_that_is_not_a_lora_of_this_model_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "other.safetensors"
-    save_file(
-        {"unet.nowhere.lora_A.weight": torch.zeros(2, 3), "unet.nowhere.lora_B.weight": torch.zeros(3, 2)}, str(path)
-    )
-    drawer = load_drawer(_preset(lora=str(path)))
     job = DrawJob(plan=two_subject_plan(), settings=DrawSettings(mode="fast", seed=1, mechanisms=[]))
-    with pytest.raises(DrawError, match=r"fast\.lora"):
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    save_file(
+        {"unet.nowhere.lora_A.weight": torch.zeros(2, 3), "unet.nowhere.lora_B.weight": torch.zeros(3, 2)},
+        str(elsewhere),
+    )
+    with pytest.raises(DrawError, match=r"fast\.lora: could not load"):
+        load_drawer(_preset(lora=str(elsewhere))).draw(job)
+    # a LoRA of the text encoder only: it loads, but nothing of the UNet is adapted
+    drawer = load_drawer(_preset(lora=str(tmp_path / "text.safetensors")))
+    text_only = {}
+    for name, module in drawer.pipe.text_encoder.named_modules():
+        if name.endswith("q_proj"):
+            text_only[f"text_encoder.{name}.lora_A.weight"] = torch.zeros(2, module.in_features)
+            text_only[f"text_encoder.{name}.lora_B.weight"] = torch.zeros(module.out_features, 2)
+    save_file(text_only, str(tmp_path / "text.safetensors"))
+    with pytest.raises(DrawError, match="holds no LoRA weights for this model's UNet"):
         drawer.draw(job)
 
 
