@@ -161,13 +161,44 @@ def bench(name: str, drawer: Drawer, size: int, repeats: int) -> None:
     )
 
 
+def real_shape_preview(repeats: int) -> None:
+    """A preview (TAESD-shaped decoder, 512² canvas → 256-pixel preview) against one unguided step of an
+    SD1.5-shaped UNet at its real size (random weights, diffusers' default UNet config with 768-wide
+    cross-attention), side by side: what the ≤ 10 % goal is about."""
+    from diffusers import UNet2DConditionModel
+
+    from drawer.previews import PreviewDecoder, encode_preview
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(cross_attention_dim=768).eval()
+    decoder = PreviewDecoder(ModelPreset(kind="tiny", tiny_vae="tiny"))
+    decoder._model = AutoencoderTiny().eval()
+    latents = torch.randn(1, 4, 64, 64)
+    text = torch.randn(1, 77, 768)
+    steps, previews = [], []
+    with torch.no_grad():
+        unet(latents, torch.tensor([500]), text)
+        for _ in range(repeats):
+            start = CLOCK[0]()
+            unet(latents, torch.tensor([500]), text)
+            steps.append(CLOCK[0]() - start)
+            start = CLOCK[0]()
+            encode_preview(decoder.decode(latents, 256), "jpeg")
+            previews.append(CLOCK[0]() - start)
+    step, preview = statistics.median(steps), statistics.median(previews)
+    print(
+        f"\nSD1.5-shaped UNet step at 512² (batch 1, no CFG) {step:.3f} s; preview 256 px {preview * 1000:.1f} ms "
+        f"= {100 * preview / step:.1f} % of a step"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="canvas side of the mid-size turns")
     parser.add_argument("--tiny-size", type=int, default=512, help="canvas side of the tiny turns")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--only", choices=["tiny", "mid"], default=None)
+    parser.add_argument("--only", choices=["tiny", "mid", "real"], default=None)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args()
     if args.clock == "cpu":
@@ -182,6 +213,8 @@ def main() -> None:
         bench("tiny preset", load_drawer(default_presets()["tiny"]), args.tiny_size, args.repeats)
     if args.only in (None, "mid"):
         bench("mid-size UNet", mid_drawer(), args.size, args.repeats)
+    if args.only in (None, "real"):
+        real_shape_preview(args.repeats)
 
 
 if __name__ == "__main__":
