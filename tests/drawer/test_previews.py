@@ -208,6 +208,9 @@ def test_live_canvas_re_encodes_only_what_an_edit_changed(tiny_drawer: Drawer, m
     assert len(prompts_encoded) == 2 and references_encoded == [1]
     assert "a grey cat" in prompts_encoded[1] and "a girl with a red scarf" not in prompts_encoded[1]
     assert len(prompts_encoded[1]) == 2  # the new phrase and the new global prompt
+    # a new reference picture of the same size is encoded again; the prompts are not
+    tiny_drawer.draw(edited.model_copy(update={"references": {"1": png("blue")}}))
+    assert len(prompts_encoded) == 2 and references_encoded == [1, 1]
 
 
 def test_live_canvas_draws_what_a_cold_draw_draws(tiny_drawer: Drawer) -> None:
@@ -240,3 +243,18 @@ def test_cache_is_bounded() -> None:
     out = cache.texts(None, ["e", "a"], ["", ""], encode)  # type: ignore[arg-type]
     assert len(cache._rows) == 3 and out.embeds.shape == (2, 2, 2)
     assert ("b", "") not in cache._rows and ("a", "") in cache._rows
+
+
+def test_observers_see_the_latents_after_the_hooks_and_progress() -> None:
+    from drawer.stepping import Progress, StepCallbackChain
+
+    seen: list[tuple[int, torch.Tensor, int]] = []
+    progress = Progress(2, None, None)
+    chain = StepCallbackChain(
+        progress,
+        hooks=[lambda step, latents: latents + 1],
+        observers=[lambda step, latents: seen.append((step, latents, progress.done))],
+    )
+    out = chain(None, 0, None, {"latents": torch.zeros(1, 4, 2, 2)})
+    assert torch.equal(out["latents"], torch.ones(1, 4, 2, 2))
+    assert len(seen) == 1 and seen[0][0] == 0 and torch.equal(seen[0][1], out["latents"]) and seen[0][2] == 1
