@@ -146,3 +146,28 @@ def test_fast_story_on_a_preset_without_weights_is_refused(stories: tuple) -> No
     with pytest.raises(RequestRejected, match="fast: preset 'plain'"):
         service.stories.submit("t", StoryCreate(prompts=["a"], height=64, width=64, fast=True, preset="plain"))
     assert recorder.calls == []
+
+
+def test_chat_fast_saves_previews(tmp_path: Path, tiny: object) -> None:
+    from typer.testing import CliRunner
+
+    from entrypoints.cli import app
+
+    service, engine = make_service(tmp_path / "server", port=free_port())
+    engine.drawer = tiny
+    key = service.db.create_key("cli")
+    folder = tmp_path / "previews"
+    args = ["--size", "64", "--seed", "0", "--fast", "--previews", str(folder), "--out", str(tmp_path / "chat")]
+    with BackgroundServer(service.settings, app=create_app(service)) as server:
+        result = CliRunner().invoke(
+            app,
+            ["chat", "--url", server.url, "--api-key", key, *args],
+            input="a girl on a bench\n\n",
+            terminal_width=400,
+        )
+    assert result.exit_code == 0, result.output
+    session = service.db.list_sessions("cli")[0]
+    assert session.settings.mode == "fast" and session.settings.previews is True and session.settings.steps == 4
+    saved = sorted(path.name for path in folder.iterdir())
+    assert saved == [f"turn-001-step-{step:03d}.jpg" for step in (3, 4, 5, 6)]  # after 2 pre-render steps
+    Image.open(folder / saved[-1]).load()
