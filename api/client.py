@@ -23,11 +23,18 @@ from pydantic import TypeAdapter
 
 from api.urls import image_url
 from studio.draw import DrawSettings
+from studio.fast_mode import PreviewImage
 from studio.plan import TurnPlan
 from studio.stories import Story, StoryCreate, StoryEvent
 from studio.turns import Session, SessionBranch, SessionCreate, SubjectView, Turn, TurnEvent
 
 RETRY_STATUSES = {429, 503}
+
+
+def preview_of(event: TurnEvent) -> PreviewImage | None:
+    """The live preview a `preview` event carries (None for any other event): `.data` holds the JPEG/WebP
+    bytes, `.save(folder, stem)` writes it. Use with `wait(turn, on_event=…)` (docs/fast_mode.md)."""
+    return PreviewImage.from_event_data(event.data) if event.type == "preview" else None
 
 
 class StudioError(Exception):

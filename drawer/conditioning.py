@@ -44,9 +44,19 @@ def is_sdxl(pipe: DiffusionPipeline) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None or hasattr(pipe, "tokenizer_2")
 
 
-@torch.no_grad()
 def encode_texts(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str]) -> TextRows:
-    """Encode prompts and their negatives (same length) in one call of the pipeline's own encoder."""
+    """Encode prompts and their negatives (same length) in one call of the pipeline's own encoder (through the
+    live-canvas cache when one is on, drawer/live_canvas.py)."""
+    from drawer.live_canvas import active_cache
+
+    cache = active_cache()
+    if cache is not None:
+        return cache.texts(pipe, prompts, negatives, _encode_texts)
+    return _encode_texts(pipe, prompts, negatives)
+
+
+@torch.no_grad()
+def _encode_texts(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str]) -> TextRows:
     device = pipe._execution_device
     if is_sdxl(pipe):
         embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
@@ -85,10 +95,20 @@ class ReferenceEmbeds:
         return [self.positive]
 
 
-@torch.no_grad()
 def encode_references(pipe: DiffusionPipeline, images: list[Image.Image]) -> ReferenceEmbeds:
     """Encode reference images with the pipeline's image encoder (one batch). With no image, a white
-    placeholder keeps the UNet's IP projection fed; the attention processors never read it."""
+    placeholder keeps the UNet's IP projection fed; the attention processors never read it. Through the
+    live-canvas cache when one is on."""
+    from drawer.live_canvas import active_cache
+
+    cache = active_cache()
+    if cache is not None:
+        return cache.references(pipe, images, _encode_references)
+    return _encode_references(pipe, images)
+
+
+@torch.no_grad()
+def _encode_references(pipe: DiffusionPipeline, images: list[Image.Image]) -> ReferenceEmbeds:
     if not images:
         images = [Image.new("RGB", (64, 64), (255, 255, 255))]
     (embeds,) = pipe.prepare_ip_adapter_image_embeds(

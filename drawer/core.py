@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from diffusers import DiffusionPipeline
@@ -15,14 +15,17 @@ from PIL import Image
 from drawer.batches import main_batch, prerender_inputs, scene_prompt
 from drawer.conditioning import ReferenceEmbeds, encode_references, has_ip_adapter
 from drawer.editing import composite, edit_blends
+from drawer.fast_mode import FastMode
 from drawer.images import decode_image
 from drawer.latent_blend import LatentBlend
-from drawer.loading import load_pipeline, make_scheduler
+from drawer.live_canvas import EncodingCache
+from drawer.loading import ModelLoadError, load_pipeline, make_scheduler
 from drawer.mechanisms.anchor_cache import AnchorCache, caches_to_return, decode_caches
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
 from drawer.msdiffusion.inputs import msdiffusion_inputs
 from drawer.parallel_attention import install_parallel_attention
+from drawer.previews import PreviewDecoder, PreviewObserver
 from drawer.reference_controls import job_references, job_style
 from drawer.region_sampler import render_regions
 from drawer.render import render
@@ -32,6 +35,7 @@ from drawer.subject_init import group_subjects, prerender_and_collage
 from drawer.validation import check_job
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
 from studio.failures import DrawError
+from studio.fast_mode import fast_mode_problem, preview_sink
 from studio.images import encode_png
 from studio.plan import TurnPlan
 from studio.protocols import LocateTarget, StepCallback, SubjectLocator
@@ -85,6 +89,11 @@ class Drawer:
         self.anchors = AnchorStore()
         """Per-subject ConsiStory anchor caches across turns for jobs without `anchor_caches` (in memory; a job that
         carries the subject memory's caches uses those instead, docs/mechanisms.md)."""
+        self.fast_mode = FastMode(preset, self._scheduler_config)
+        """The preset's few-step weights, loaded at the first fast draw (docs/fast_mode.md)."""
+        self.preview_decoder = PreviewDecoder(preset)
+        self.encodings = EncodingCache()
+        """The live-canvas LRU cache of text encodings and reference tokens (used when settings.live_canvas)."""
 
     @contextmanager
     def exclusive(self, scheduler: str = "default") -> Iterator[DiffusionPipeline]:
@@ -108,6 +117,20 @@ class Drawer:
             return self._draw(job, on_step, cancel)
 
     def _draw(self, job: DrawJob, on_step: StepCallback | None, cancel: threading.Event | None) -> DrawResult:
+        problem = fast_mode_problem(job.settings, self.preset)
+        if problem is not None:
+            raise DrawError(problem)
+        with ExitStack() as modes:
+            if job.settings.live_canvas:
+                modes.enter_context(self.encodings.use())
+            try:
+                return self._draw_job(job, on_step, cancel, modes)
+            except ModelLoadError as exc:  # fast-mode or preview weights missing or wrong
+                raise DrawError(str(exc)) from exc
+
+    def _draw_job(
+        self, job: DrawJob, on_step: StepCallback | None, cancel: threading.Event | None, modes: ExitStack
+    ) -> DrawResult:
         timer = Timer()
         plan, settings = job.plan, job.settings
         check_job(job, max_side=self.preset.max_side, size_factor=self.vae_scale_factor, max_subjects=self.max_subjects)
@@ -128,6 +151,8 @@ class Drawer:
 
         pipe = self.pipe
         self._use_scheduler(settings.scheduler)
+        if settings.mode == "fast":
+            modes.enter_context(self.fast_mode.active(pipe))
         noise = self._noise(plan, seed)
         blend_noise = self._noise(plan, seed + 1 if seed < 2**63 - 1 else 0)
         with timer.stage("decode_inputs"):
@@ -167,6 +192,7 @@ class Drawer:
             given = decode_caches(job.anchor_caches or {}) if shared else {}
             batch.shared = self._shared_setup(job, given) if shared else None
             batch.msdiffusion = msdiffusion_inputs(pipe, job, references)  # None unless an MS-Diffusion preset
+            batch.observers = self._preview_observers(settings, on_step, progress)
             if settings.sampler == "regions":
                 image = render_regions(pipe, batch, plan, settings, progress, scene_prompt(plan, plan.items))
             else:
@@ -248,6 +274,15 @@ class Drawer:
             self.anchors.offer(shared.recorded, max_bytes)
             return {}
         return caches_to_return(shared.recorded, given, max_bytes)
+
+    def _preview_observers(
+        self, settings: DrawSettings, on_step: StepCallback | None, progress: Progress
+    ) -> list[PreviewObserver]:
+        """Live previews of the main render, when wanted, listened to, and the preset can decode them."""
+        sink = preview_sink(on_step)
+        if not settings.wants_previews or sink is None or not self.preview_decoder.available:
+            return []
+        return [PreviewObserver(self.preview_decoder, settings, sink, progress.done, progress.total, settings.steps)]
 
     def _use_scheduler(self, name: str) -> None:
         if name not in self._schedulers:

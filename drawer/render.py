@@ -15,7 +15,7 @@ from drawer.mechanisms.global_reference import pipeline_references
 from drawer.mechanisms.regional import RefineSwitch
 from drawer.parallel_attention import RegionImage
 from drawer.reference_controls import with_style
-from drawer.stepping import LatentHook, Progress, StepCallbackChain
+from drawer.stepping import LatentHook, Progress, StepCallbackChain, StepObserver
 from studio.draw import AUTOSTUDIO_MECHANISMS, Mechanism
 
 __all__ = ["RefineSwitch", "RenderBatch", "render"]
@@ -55,6 +55,8 @@ class RenderBatch:
     style_scale: float = 0.0
     msdiffusion: object | None = None
     """MS-Diffusion: the render's subject tokens, boxes and phrases (drawer.msdiffusion.inputs.MSDiffusionInputs)."""
+    observers: list[StepObserver] = field(default_factory=list)
+    """Read the latents after each step (live previews)."""
 
 
 @torch.no_grad()
@@ -82,7 +84,7 @@ def _run(
     references = with_style(pipeline_references(batch.references, batch.global_frames), batch.style_reference)
     if references is not None:
         extra["ip_adapter_image_embeds"] = references.pipeline_embeds(guided)
-    callback = StepCallbackChain(progress, hooks=batch.hooks, listeners=stack.listeners)
+    callback = StepCallbackChain(progress, hooks=batch.hooks, listeners=stack.listeners, observers=batch.observers)
     return pipe(
         **batch.prompts.pipeline_kwargs(),
         **extra,

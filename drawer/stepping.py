@@ -17,6 +17,10 @@ LatentHook = Callable[[int, torch.Tensor], torch.Tensor]
 StepListener = Callable[[int], None]
 """Called with the index of the step that just finished (e.g. to switch attention modes)."""
 
+StepObserver = Callable[[int, torch.Tensor], None]
+"""(index of the step that just finished, the latents after every hook) → None; reads, never changes them
+(e.g. live previews)."""
+
 
 class Progress:
     """Counts steps over several pipeline runs of one turn and reports them as (step, total)."""
@@ -39,7 +43,8 @@ class Progress:
 
 
 class StepCallbackChain:
-    """A `callback_on_step_end` that runs listeners, then latent hooks, then progress and cancellation."""
+    """A `callback_on_step_end` that runs listeners, then latent hooks, then progress and cancellation, then
+    observers."""
 
     tensor_inputs: ClassVar[list[str]] = ["latents"]
 
@@ -48,10 +53,12 @@ class StepCallbackChain:
         progress: Progress,
         hooks: list[LatentHook] | None = None,
         listeners: list[StepListener] | None = None,
+        observers: list[StepObserver] | None = None,
     ) -> None:
         self.progress = progress
         self.hooks = hooks or []
         self.listeners = listeners or []
+        self.observers = observers or []
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         for listener in self.listeners:
@@ -60,4 +67,6 @@ class StepCallbackChain:
         for hook in self.hooks:
             latents = hook(step, latents)
         self.progress.advance()
+        for observer in self.observers:
+            observer(step, latents)
         return {"latents": latents}

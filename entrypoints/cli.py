@@ -178,12 +178,19 @@ def _write_contact_sheet(client: StudioClient, session_id: str, out: Path) -> Pa
     return path
 
 
-def _follow(client: StudioClient, turn: Turn, progress: Progress) -> Turn:
-    """Wait for a turn, showing its events as a progress bar; the finished turn, or TurnFailedError."""
+def _follow(client: StudioClient, turn: Turn, progress: Progress, previews: Path | None = None) -> Turn:
+    """Wait for a turn, showing its events as a progress bar; the finished turn, or TurnFailedError. With
+    `previews`, live previews are saved there as turn-NNN-step-SSS.jpg (or .webp)."""
+    from api.client import preview_of
+
     task = progress.add_task(f"turn {turn.index}", total=None)
 
     def show(event: TurnEvent) -> None:
-        if event.type == "step":
+        preview = preview_of(event)
+        if preview is not None:
+            if previews is not None:
+                preview.save(previews, f"turn-{turn.index:03d}-step-{preview.step:03d}")
+        elif event.type == "step":
             progress.update(task, completed=event.data["step"], total=event.data["total"])
         else:
             progress.update(task, description=f"turn {turn.index}: {event.type}")
@@ -246,6 +253,12 @@ def chat(
     seed: Annotated[int | None, typer.Option(min=0, help="seed of every turn (default: random)")] = None,
     out: Annotated[Path, typer.Option(help="folder for the images")] = Path("chat-output"),
     mechanisms: Annotated[str | None, typer.Option(help=MECHANISMS_HELP)] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="fast mode: the preset's few-step weights, 4 steps (docs/fast_mode.md)")
+    ] = False,
+    previews: Annotated[
+        Path | None, typer.Option(help="save live previews in this folder (asks for previews in normal mode too)")
+    ] = None,
 ) -> None:
     """Interactive chat: each line is a turn; shows the layout and saves the image (and debug picture).
     Ctrl-C while a turn is drawn cancels it on the server; Ctrl-C at the prompt quits."""
@@ -259,6 +272,8 @@ def chat(
             "preset": preset,
             "seed": seed,
             "mechanisms": parse_mechanisms(mechanisms) if mechanisms is not None else None,
+            "mode": "fast" if fast else None,
+            "previews": True if previews is not None else None,
         }.items()
         if value is not None
     }
@@ -278,7 +293,7 @@ def chat(
             posted = client.post_turn(session, message=message, settings=settings)
             try:
                 with _progress() as progress:
-                    turn = _follow(client, posted, progress)
+                    turn = _follow(client, posted, progress, previews)
             except TurnFailedError as exc:
                 console.print(f"[red]{exc}[/red]")
                 continue

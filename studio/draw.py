@@ -79,6 +79,14 @@ class GlobalReferenceSettings(BaseModel):
     scale: FiniteFloat = Field(default=0.3, ge=0.0, le=2.0, description="IP-Adapter scale of the global references")
 
 
+FAST_STEPS = 4
+"""Fast mode's default step count (LCM-LoRA / SDXL-Lightning 4-step)."""
+FAST_GUIDANCE = 1.0
+"""Fast mode's default guidance: 1.0, no classifier-free guidance (LCM-LoRA and Lightning are distilled with it)."""
+DrawMode = Literal["normal", "fast"]
+PreviewFormat = Literal["jpeg", "webp"]
+
+
 class DrawSettings(BaseModel):
     """Generation settings of one turn. Defaults follow AutoStudio's SD1.5 run (notes §1.6)."""
 
@@ -115,6 +123,36 @@ class DrawSettings(BaseModel):
         default="default", description="`regions`: StreamMultiDiffusion's region sampler (docs/regions.md)"
     )
     regions: RegionSamplerSettings = Field(default_factory=RegionSamplerSettings)
+    mode: DrawMode = Field(
+        default="normal",
+        description="fast: the preset's few-step weights (LCM-LoRA / Lightning), 4 steps and guidance 1 unless set, "
+        "the preset's few-step scheduler (docs/fast_mode.md)",
+    )
+    previews: bool | None = Field(
+        default=None, description="stream preview images while drawing; None: on in fast mode, off in normal mode"
+    )
+    preview_every: int = Field(default=1, ge=1, le=MAX_STEPS, description="a preview every this many steps")
+    preview_max_side: int = Field(default=256, ge=32, le=1024, description="longest side of a preview, pixels")
+    preview_format: PreviewFormat = "jpeg"
+    live_canvas: bool = Field(
+        default=False,
+        description="keep this drawer's text encodings and reference tokens in an LRU cache, so an edit that "
+        "changes one prompt or box re-encodes only what changed",
+    )
+
+    @property
+    def wants_previews(self) -> bool:
+        """Previews as asked for, or by default: on in fast mode, off in normal mode."""
+        return self.previews if self.previews is not None else self.mode == "fast"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fast_defaults(cls, data: object) -> object:
+        """Fast mode's own defaults for the fields not given: 4 steps, guidance 1, the preset's few-step scheduler
+        (`default`); explicit values win. Runs before the step rule, so the step fields follow 4 steps."""
+        if isinstance(data, dict) and data.get("mode") == "fast":
+            data = {"steps": FAST_STEPS, "guidance_scale": FAST_GUIDANCE, "scheduler": "default", **data}
+        return data
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> DrawSettings:
@@ -149,6 +187,8 @@ class DrawSettings(BaseModel):
             raise ValueError(f"refine_step ({self.refine_step}) cannot exceed steps ({self.steps})")
         if self.subject_init and self.subject_init_steps == 0:
             raise ValueError("subject_init_steps=0 cannot run subject init: give it at least 1 or set subject_init off")
+        if self.mode == "fast" and self.scheduler != "default":
+            raise ValueError("scheduler: fast mode uses the preset's few-step scheduler; leave it unset (or 'default')")
         return self
 
     @model_validator(mode="after")

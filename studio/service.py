@@ -23,6 +23,7 @@ from studio.cancellation import StoredCancel
 from studio.draw import DrawSettings
 from studio.events import EventBus, EventNotice
 from studio.failures import DrawCancelled, TurnFailure, clip_reason
+from studio.fast_mode import PreviewImage, StepReporter, fast_mode_problem
 from studio.images import encode_png, sniff_upload
 from studio.leases import Ticker, lease_owner_id
 from studio.notify import PostgresListener
@@ -179,6 +180,7 @@ class TurnService:
     def create_session(self, tenant: str, title: str, height: int, width: int, settings: DrawSettings) -> Session:
         self.check_canvas(height, width, settings.preset)
         self.check_style_reference(tenant, settings)
+        self.check_mode(settings)
         return self.db.create_session(tenant, title, height, width, settings)
 
     def check_style_reference(self, tenant: str, settings: DrawSettings) -> None:
@@ -212,6 +214,16 @@ class TurnService:
             if problem:
                 raise RequestRejected(f"{side_name} {side} {problem} (preset {preset_name!r})")
 
+    def check_mode(self, settings: DrawSettings) -> None:
+        """Fast mode and previews need the preset's few-step weights and preview autoencoder."""
+        try:
+            preset = self.settings.preset(settings.preset)
+        except KeyError as exc:
+            raise RequestRejected(str(exc.args[0])) from exc
+        problem = fast_mode_problem(settings, preset, settings.preset)
+        if problem is not None:
+            raise RequestRejected(problem)
+
     def check_plan(self, plan: TurnPlan, preset_name: str) -> None:
         self.check_canvas(plan.height, plan.width, preset_name)
         if len(plan.items) > self.settings.max_subjects:
@@ -227,6 +239,7 @@ class TurnService:
         if request.settings is not None:
             self.check_canvas(session.height, session.width, settings.preset)
             self.check_style_reference(session.tenant, settings)
+            self.check_mode(settings)
         if request.plan is not None:
             self.check_plan(request.plan, settings.preset)
             if request.plan.edit is not None and not any(
@@ -390,8 +403,13 @@ class TurnService:
                     self.db.set_turn_status(turn.id, status_of[event_type], owner=self.owner)
                 self._emit(turn, event_type, data)
 
-            def on_step(step: int, total: int) -> None:
-                self._emit(turn, "step", {"step": step, "total": total})
+            def step(number: int, total: int) -> None:
+                self._emit(turn, "step", {"step": number, "total": total})
+
+            def preview(image: PreviewImage) -> None:
+                self._emit(turn, "preview", image.event_data())
+
+            on_step = StepReporter(step, preview)  # a step callback that also takes live previews
 
             outcome = self.engine.run_turn(ctx, emit, on_step=on_step, cancel=cancel)
             self._store(session, turn, outcome, time.perf_counter() - started)

@@ -9,10 +9,34 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 Dtype = Literal["float32", "float16", "bfloat16", "auto"]
+
+
+class FastModeWeights(BaseModel):
+    """The few-step weights of a preset's fast mode (docs/fast_mode.md): an LCM-LoRA or SDXL-Lightning LoRA
+    (loaded as a PEFT adapter through diffusers' `load_lora_weights`, switched on only in fast draws), or a full
+    few-step UNet (SDXL-Lightning's `_unet` file, an LCM UNet) swapped in for fast draws."""
+
+    scheduler: Literal["lcm", "lightning"] = Field(
+        default="lcm", description="lcm: LCMScheduler; lightning: Euler with trailing timesteps (SDXL-Lightning)"
+    )
+    lora: str | None = Field(
+        default=None, description="hub id, folder or .safetensors file of the LoRA; 'tiny': random (tiny kinds)"
+    )
+    lora_weight: str | None = Field(default=None, description="file name inside the hub repo or folder")
+    lora_scale: float = Field(default=1.0, gt=0.0, le=2.0)
+    unet: str | None = Field(default=None, description="hub id or folder of a full few-step UNet (instead of a LoRA)")
+    unet_weight: str | None = Field(default=None, description="a diffusers-layout UNet file inside `unet`")
+    unet_subfolder: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FastModeWeights:
+        if (self.lora is None) == (self.unet is None):
+            raise ValueError("fast: give exactly one of `lora` or `unet`")
+        return self
 
 
 class ModelPreset(BaseModel):
@@ -36,13 +60,38 @@ class ModelPreset(BaseModel):
     ms_adapter_weight: str = Field(
         default="ms_adapter.bin", description="the adapter's file name in `ms_adapter` (or a converted .safetensors)"
     )
+    fast: FastModeWeights | None = Field(default=None, description="few-step weights; None: no fast mode")
+    tiny_vae: str | None = Field(
+        default=None, description="hub id or folder of the preview autoencoder (TAESD/TAESDXL); 'tiny': random"
+    )
+
+    @model_validator(mode="after")
+    def _tiny_only_for_tiny(self) -> ModelPreset:
+        random_ok = self.kind in ("tiny", "tiny-sdxl")
+        if not random_ok and (self.tiny_vae == "tiny" or (self.fast is not None and self.fast.lora == "tiny")):
+            raise ValueError("'tiny' (random weights) is only for the tiny kinds")
+        return self
 
 
 def default_presets() -> dict[str, ModelPreset]:
     return {
         # the tiny presets accept the canvases of the real models they are shaped like (sd15, sdxl below)
-        "tiny": ModelPreset(kind="tiny", dtype="float32", device="cpu", max_side=1024),
-        "tiny-sdxl": ModelPreset(kind="tiny-sdxl", dtype="float32", device="cpu", max_side=2048),
+        "tiny": ModelPreset(
+            kind="tiny",
+            dtype="float32",
+            device="cpu",
+            max_side=1024,
+            fast=FastModeWeights(lora="tiny"),
+            tiny_vae="tiny",
+        ),
+        "tiny-sdxl": ModelPreset(
+            kind="tiny-sdxl",
+            dtype="float32",
+            device="cpu",
+            max_side=2048,
+            fast=FastModeWeights(lora="tiny", scheduler="lightning"),
+            tiny_vae="tiny",
+        ),
         "sd15": ModelPreset(
             kind="sd15",
             base="stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -53,6 +102,10 @@ def default_presets() -> dict[str, ModelPreset]:
             image_encoder="h94/IP-Adapter",
             image_encoder_subfolder="models/image_encoder",
             max_side=1024,
+            fast=FastModeWeights(
+                lora="latent-consistency/lcm-lora-sdv1-5", lora_weight="pytorch_lora_weights.safetensors"
+            ),
+            tiny_vae="madebyollin/taesd",
         ),
         "sdxl": ModelPreset(
             kind="sdxl",
@@ -64,6 +117,12 @@ def default_presets() -> dict[str, ModelPreset]:
             image_encoder="h94/IP-Adapter",
             image_encoder_subfolder="models/image_encoder",
             max_side=2048,
+            fast=FastModeWeights(
+                scheduler="lightning",
+                lora="ByteDance/SDXL-Lightning",
+                lora_weight="sdxl_lightning_4step_lora.safetensors",
+            ),
+            tiny_vae="madebyollin/taesdxl",
         ),
         "msdiffusion": ModelPreset(
             kind="msdiffusion",

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, FiniteFloat, model_validator
 
-from studio.draw import DrawJob, DrawSettings, Mechanism
+from studio.draw import FAST_GUIDANCE, FAST_STEPS, DrawJob, DrawSettings, Mechanism
 from studio.plan import CANVAS_SIDE_BOUND, MIN_CANVAS_SIDE, PlanItem, TurnPlan
 from studio.text import Text
 
@@ -96,8 +96,17 @@ class StoryCreate(BaseModel):
     steps: int = Field(default=30, ge=1, le=200)
     guidance_scale: FiniteFloat = Field(default=7.5, ge=0.0, le=50.0)
     fast: bool = Field(
-        default=False, description="the LCM variant (4 steps); refused while no preset names an LCM scheduler"
+        default=False,
+        description="the fast variant: the preset's few-step weights (LCM-LoRA / Lightning), 4 steps and guidance 1 "
+        "unless `steps` / `guidance_scale` are given; refused for a preset without them",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fast_defaults(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("fast"):
+            data = {"steps": FAST_STEPS, "guidance_scale": FAST_GUIDANCE, **data}
+        return data
 
     @model_validator(mode="after")
     def _layouts_match(self) -> StoryCreate:
@@ -184,6 +193,7 @@ def frame_job(story: Story, round_index: int, frame_index: int, previous_round: 
     scale = ramp_scale(round_index, request.rounds, request.scale_start, request.scale_end) if round_index else 0.0
     settings = DrawSettings(
         preset=request.preset,
+        mode="fast" if request.fast else "normal",
         steps=request.steps,
         guidance_scale=request.guidance_scale,
         seed=story.seed,

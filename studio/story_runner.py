@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAST_UNAVAILABLE = (
-    "fast: the LCM variant needs a preset that names an LCM scheduler or LoRA, and presets have no such field yet"
-)
 
 
 class StoryRunner:
@@ -72,9 +69,9 @@ class StoryRunner:
 
     def submit(self, tenant: str, request: StoryCreate) -> Story:
         """Store and queue a story; RequestRejected for a canvas or preset the service cannot draw."""
-        if request.fast:
-            raise RequestRejected(FAST_UNAVAILABLE)
         self.service.check_canvas(request.height, request.width, request.preset)
+        if request.fast and self.service.settings.preset(request.preset).fast is None:
+            raise RequestRejected(f"fast: preset {request.preset!r} names no few-step weights (preset field `fast`)")
         for layout in request.layouts or []:
             if len(layout) > self.service.settings.max_subjects:
                 raise RequestRejected(f"a frame may place at most {self.service.settings.max_subjects} subjects")

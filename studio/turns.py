@@ -110,7 +110,7 @@ class Turn(BaseModel):
     finished_at: datetime | None = None
 
 
-EventType = Literal["queued", "planning", "planned", "revised", "drawing", "step", "done", "failed"]
+EventType = Literal["queued", "planning", "planned", "revised", "drawing", "step", "done", "failed", "preview"]
 
 
 class TurnEvent(BaseModel):

@@ -133,11 +133,11 @@ def test_ctrl_c_during_a_turn_cancels_it_on_the_server_and_returns_to_the_prompt
 
     follow = cli._follow
 
-    def interrupted_once(client: StudioClient, turn: object, progress: object) -> object:
+    def interrupted_once(client: StudioClient, turn: object, progress: object, previews: object = None) -> object:
         if not cancels:
             raise KeyboardInterrupt  # Ctrl-C while waiting for the first turn
         engine.hold.set()
-        return follow(client, turn, progress)  # type: ignore[arg-type]
+        return follow(client, turn, progress, previews)  # type: ignore[arg-type]
 
     lines: list[str | type[BaseException]] = ["a girl on a bench", "she smiles", KeyboardInterrupt]
 

@@ -128,7 +128,8 @@ function onEvent(type, event) {
     if (!live.step) performance.mark(`studio:first-step:${index}`);
     Object.assign(live, { step: event.data.step, total: event.data.total });
   } else if (type === "preview") {
-    live.preview = event.data.image_url || (event.data.image_id && `/v1/images/${event.data.image_id}`);
+    live.preview = event.data.image_url || (event.data.image_id && `/v1/images/${event.data.image_id}`)
+      || (event.data.data && `data:image/${event.data.format};base64,${event.data.data}`); // docs/fast_mode.md
   }
   if (!turn) { // events can outrun the answer to the POST: load the turn once, its live state is kept
     if (!state.loading.has(index)) {
@@ -191,7 +192,7 @@ async function drawTurn(index) {
   const [image, debug, preview] = await Promise.all([
     imageUrl(turn.image_url).catch(() => null),
     state.debugOpen.has(index) ? imageUrl(turn.debug_image_url).catch(() => null) : null,
-    live.preview ? imageUrl(live.preview).catch(() => null) : null,
+    live.preview?.startsWith("data:") ? live.preview : live.preview ? imageUrl(live.preview).catch(() => null) : null,
   ]);
   if (state.renders.get(index) !== ticket || state.turns.get(index) !== turn) return;
   const card = el("li", { class: "turn", "data-index": String(index), "data-status": turn.status });

@@ -238,7 +238,7 @@ def prepare(pipe: DiffusionPipeline, batch: RenderBatch, run: Runner) -> None:
     assert isinstance(setup, SharedSetup)
     grid = injection_grid(unet_grids(pipe.unet, batch.height, batch.width, int(pipe.vae_scale_factor)))
     pre_setup = dataclasses.replace(setup, feature_injection=False, record={}, recorded={}, correspondence=None)
-    pre_batch = dataclasses.replace(batch, shared=pre_setup, latents=batch.latents.clone())
+    pre_batch = dataclasses.replace(batch, shared=pre_setup, latents=batch.latents.clone(), observers=[])
     recorder = DiftRecorder(pipe, grid, len(setup.subject_tokens), batch.guidance_scale > 1.0)
     with recorder.hooks():
         run(pre_batch, recorder.attach)
