@@ -158,3 +158,24 @@ def test_two_references_as_tokens_give_the_subject_more_tokens_in_its_box(ms_pip
 def test_a_style_reference_on_an_msdiffusion_preset_is_refused_clearly(ms_pipe) -> None:
     with pytest.raises(DrawError, match=r"style_reference: an MS-Diffusion preset has no plain IP-Adapter"):
         Drawer(ms_pipe, ModelPreset(kind="tiny-sdxl")).draw(job(style_reference=png("green")))
+
+
+def test_a_style_reference_for_an_msdiffusion_session_is_a_422_naming_the_field(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.api.conftest import make_service
+
+    service, engine = make_service(tmp_path)
+    headers = {"Authorization": f"Bearer {service.db.create_key('ms')}"}
+    settings = {"preset": "msdiffusion", "style_reference": {"image_id": "some-image"}}
+    try:
+        with TestClient(create_app(service)) as client:
+            body = {"height": 1024, "width": 1024, "settings": settings}
+            answer = client.post("/v1/sessions", json=body, headers=headers)
+            assert answer.status_code == 422, answer.text
+            assert "settings.style_reference.image_id: an MS-Diffusion preset" in answer.text
+            plain = client.post("/v1/sessions", json={**body, "settings": {"preset": "msdiffusion"}}, headers=headers)
+            assert plain.status_code == 201, plain.text
+    finally:
+        engine.hold.set()
