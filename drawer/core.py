@@ -24,6 +24,7 @@ from drawer.mechanisms.anchor_cache import AnchorCache, caches_to_return, decode
 from drawer.mechanisms.shared_attention import AnchorStore, SharedSetup, prompt_token_positions, reference_hash
 from drawer.mechanisms.subject_init import wants_prerender
 from drawer.msdiffusion.inputs import msdiffusion_inputs
+from drawer.msdiffusion.weights import adapter_of
 from drawer.parallel_attention import install_parallel_attention
 from drawer.previews import PreviewDecoder, PreviewObserver
 from drawer.reference_controls import job_references, job_style
@@ -227,6 +228,12 @@ class Drawer:
         if job.style_reference is None:
             return None
         if not self.uses_references:
+            if adapter_of(self.pipe) is not None:  # docs/msdiffusion.md: its image branch is per subject only
+                raise DrawError(
+                    "style_reference: an MS-Diffusion preset has no plain IP-Adapter to attend to a whole-canvas "
+                    "style reference; drop the style reference (settings.style_reference.image_id) or pick a preset "
+                    "with an IP-Adapter"
+                )
             raise DrawError("a style reference needs a preset with an IP-Adapter")
         with timer.stage("encode"):
             return job_style(self.pipe, job)

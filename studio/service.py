@@ -186,6 +186,12 @@ class TurnService:
     def check_style_reference(self, tenant: str, settings: DrawSettings) -> None:
         """The style reference must name an image the tenant holds (docs/reference_controls.md)."""
         image_id = settings.style_reference.image_id
+        preset = self.settings.presets.get(settings.preset)
+        if image_id is not None and preset is not None and preset.kind == "msdiffusion":
+            raise RequestRejected(
+                "settings.style_reference.image_id: an MS-Diffusion preset has no plain IP-Adapter to serve a style "
+                f"reference (preset {settings.preset!r}; docs/msdiffusion.md)"
+            )
         if image_id is not None and not self.db.image_visible_to(image_id, tenant):
             raise RequestRejected(f"settings.style_reference.image_id: image {image_id!r} not found")
 

@@ -67,15 +67,21 @@ class MSDiffusionContext:
         start_step: int = 5,
         phrase_tokens: list[list[int]] | None = None,
         images: int = 1,
+        token_counts: list[int] | None = None,
     ) -> None:
         n = len(boxes)
-        if tokens.shape[0] != num_dummy + n * num_queries:
-            raise ValueError(f"{tokens.shape[0]} image tokens for {num_dummy} dummies + {n} subjects × {num_queries}")
+        counts = list(token_counts) if token_counts is not None else [num_queries] * n
+        if len(counts) != n:
+            raise ValueError(f"{len(counts)} token counts for {n} subjects")
+        if tokens.shape[0] != num_dummy + sum(counts):
+            raise ValueError(f"{tokens.shape[0]} image tokens for {num_dummy} dummies + subjects of {counts} tokens")
         if subject_scales is not None and len(subject_scales) != n:
             raise ValueError(f"{len(subject_scales)} subject scales for {n} subjects")
         self.tokens = tokens
         self.num_dummy = num_dummy
         self.num_queries = num_queries
+        self.token_counts = counts
+        """Image tokens per subject: num_queries, or k × num_queries for k references combined as `tokens`."""
         self.boxes = boxes
         self.images = images
         self.scale = scale
@@ -116,7 +122,7 @@ class MSDiffusionContext:
             s if self.subject_active is None or self.subject_active(step, i) else 0.0
             for i, s in enumerate(self.subject_scales)
         ]
-        columns = [1.0] * self.num_dummy + [s for s in scales for _ in range(self.num_queries)]
+        columns = [1.0] * self.num_dummy + [s for s, c in zip(scales, self.token_counts, strict=True) for _ in range(c)]
         return torch.tensor(columns, device=self.tokens.device, dtype=torch.float32)
 
     def after_step(self, finished_step: int) -> None:
@@ -184,10 +190,16 @@ class MSDiffusionContext:
         """[L, tokens] logit bias: dummies allowed on the background only, subject i's tokens inside mask i."""
         background = self.background(masks)
         allowed = torch.cat(
-            [background[:, None].expand(-1, self.num_dummy), masks.t().repeat_interleave(self.num_queries, dim=1)],
+            [background[:, None].expand(-1, self.num_dummy), masks.t().repeat_interleave(self._repeats(masks), dim=1)],
             dim=1,
         )
         return (1.0 - allowed) * MASKED
+
+    def _repeats(self, masks: torch.Tensor) -> torch.Tensor | int:
+        counts = self.token_counts
+        if all(c == self.num_queries for c in counts):
+            return self.num_queries
+        return torch.tensor(counts, device=masks.device)
 
     def observe(self, layer: int, masks: torch.Tensor, probs: torch.Tensor, out: torch.Tensor) -> None:
         if self.observer is not None:

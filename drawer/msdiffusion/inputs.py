@@ -3,16 +3,18 @@ normalised boxes and their phrase token positions, computed once per turn before
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 from transformers import CLIPImageProcessor
 
+from drawer.msdiffusion.controls import combine_tokens
 from drawer.msdiffusion.weights import MSAdapter, adapter_of
 from studio.draw import DrawJob
 from studio.msdiffusion_settings import MSDiffusionSettings
+from studio.reference_controls import ReferenceControls
 
 Xyxy = tuple[float, float, float, float]
 
@@ -28,6 +30,10 @@ class MSDiffusionInputs:
     num_dummy: int
     num_queries: int
     settings: MSDiffusionSettings
+    controls: list[ReferenceControls] = field(default_factory=list)
+    """Each subject's effective reference controls (docs/reference_controls.md); empty: all default."""
+    token_counts: list[int] | None = None
+    """Image tokens per subject when a subject keeps several references as `tokens`; None: num_queries each."""
 
 
 def _clip01(value: float) -> float:
@@ -76,29 +82,41 @@ def msdiffusion_inputs(
         return None
     from drawer.batches import scene_prompt
     from drawer.mechanisms.shared_attention import prompt_token_positions
+    from drawer.reference_controls import job_references
 
     plan = job.plan
     items = [item for item in plan.items if item.subject_id in references]
     if not items:
         return None
+    subject_refs = job_references(job, references)  # main reference first, then the job's further ones
     boxes = [tuple(_clip01(v) for v in item.box.normalized(plan.height, plan.width)) for item in items]
     phrases = [item.detection_name for item in items]
-    tokens = subject_tokens(
+    images = [subject_refs.images[item.subject_id] for item in items]
+    encoded = subject_tokens(
         pipe,
         adapter,
-        [references[item.subject_id] for item in items],
-        phrases,
-        boxes,  # type: ignore[arg-type]
+        [picture for pictures in images for picture in pictures],
+        [phrase for phrase, pictures in zip(phrases, images, strict=True) for _ in pictures],
+        [box for box, pictures in zip(boxes, images, strict=True) for _ in pictures],  # type: ignore[misc]
         settings.msdiffusion.drop_grounding,
     )
+    controls = [subject_refs.controls[item.subject_id] for item in items]
+    per_subject, at = [], 0
+    for pictures, control in zip(images, controls, strict=True):
+        per_subject.append(combine_tokens(encoded[at : at + len(pictures)], control))
+        at += len(pictures)
+    counts = [t.shape[0] for t in per_subject]
+    num_queries = adapter.config.num_queries
     prompt = scene_prompt(plan, plan.items)
-    dummy = adapter.dummy_image_tokens[0].to(tokens.dtype)
+    dummy = adapter.dummy_image_tokens[0].to(encoded.dtype)
     return MSDiffusionInputs(
         subject_ids=[item.subject_id for item in items],
-        tokens=torch.cat([dummy, tokens.reshape(-1, tokens.shape[-1])]),
+        tokens=torch.cat([dummy, *per_subject]),
         boxes=boxes,  # type: ignore[arg-type]
         phrase_tokens=[prompt_token_positions(pipe, prompt, phrase) for phrase in phrases],
         num_dummy=adapter.num_dummy,
-        num_queries=adapter.config.num_queries,
+        num_queries=num_queries,
         settings=settings.msdiffusion,
+        controls=controls,
+        token_counts=None if all(c == num_queries for c in counts) else counts,
     )

@@ -9,6 +9,7 @@ from diffusers import DiffusionPipeline
 
 from drawer.msdiffusion.attention import KWARG
 from drawer.msdiffusion.context import MSDiffusionContext
+from drawer.msdiffusion.controls import subject_scales, window_hook
 from drawer.msdiffusion.inputs import MSDiffusionInputs
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ def build_context(pipe: DiffusionPipeline, inputs: MSDiffusionInputs, batch: Ren
         boxes=inputs.boxes,
         grids=unet_grids(unet, batch.height, batch.width, int(pipe.vae_scale_factor)),
         scale=settings.scale,
+        subject_scales=subject_scales(settings.scale, inputs.controls),
+        subject_active=window_hook(inputs.controls, batch.steps),
+        token_counts=inputs.token_counts,
         mask_threshold=settings.mask_threshold,
         start_step=settings.start_step,
         phrase_tokens=inputs.phrase_tokens,
