@@ -24,7 +24,7 @@ from drawer.parallel_attention import install_parallel_attention
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
-from drawer.subject_init import group_subjects, prerender_and_collage
+from drawer.subject_init import group_subjects, prerender_and_collage, prerender_canvas
 from drawer.validation import check_job
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
 from studio.failures import DrawError
@@ -123,7 +123,9 @@ class Drawer:
         hooks: list[LatentBlend] = []
         if prerender:
             with timer.stage("prerender"):
-                inputs = prerender_inputs(pipe, plan, settings, embeds, _index(ref_ids), noise, only, seed)
+                max_side = self.preset.prerender_max_side
+                canvas = prerender_canvas(plan.height, plan.width, max_side, self.vae_scale_factor)
+                inputs = prerender_inputs(pipe, plan, settings, embeds, _index(ref_ids), noise, only, seed, canvas)
                 assert inputs is not None
                 init = prerender_and_collage(pipe, inputs, plan, settings, self.locator, blend_noise, progress)
             if init.blend is not None:

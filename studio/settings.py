@@ -30,6 +30,12 @@ class ModelPreset(BaseModel):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
     offload: bool = Field(default=False, description="model CPU offload (CUDA only)")
     max_side: int = Field(default=2048, description="largest canvas side this model accepts")
+    prerender_max_side: int | None = Field(
+        default=None,
+        ge=64,
+        description="subject init pre-renders on the turn's canvas scaled down (aspect kept) to at most this side; "
+        "None: on the turn's canvas",
+    )
 
 
 def default_presets() -> dict[str, ModelPreset]:
