@@ -41,8 +41,11 @@ class ModelPreset(BaseModel):
 def default_presets() -> dict[str, ModelPreset]:
     return {
         # the tiny presets accept the canvases of the real models they are shaped like (sd15, sdxl below)
-        "tiny": ModelPreset(kind="tiny", dtype="float32", device="cpu", max_side=1024),
-        "tiny-sdxl": ModelPreset(kind="tiny-sdxl", dtype="float32", device="cpu", max_side=2048),
+        # (their pre-renders, whose pixels only the collage and the crops use, are drawn at 256 px: docs/drawer.md)
+        "tiny": ModelPreset(kind="tiny", dtype="float32", device="cpu", max_side=1024, prerender_max_side=256),
+        "tiny-sdxl": ModelPreset(
+            kind="tiny-sdxl", dtype="float32", device="cpu", max_side=2048, prerender_max_side=256
+        ),
         "sd15": ModelPreset(
             kind="sd15",
             base="stable-diffusion-v1-5/stable-diffusion-v1-5",

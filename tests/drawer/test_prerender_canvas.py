@@ -16,6 +16,7 @@ from drawer.standin import PlannedBoxLocator
 from drawer.subject_init import fill_canvas, prerender_canvas
 from studio.draw import DrawJob, SubjectCrop
 from studio.protocols import LocateTarget
+from studio.settings import default_presets
 from tests.drawer.conftest import fast_settings, png, two_subject_plan
 
 
@@ -32,6 +33,12 @@ from tests.drawer.conftest import fast_settings, png, two_subject_plan
 )
 def test_prerender_canvas(height: int, width: int, max_side: int | None, expected: tuple[int, int]) -> None:
     assert prerender_canvas(height, width, max_side) == expected
+
+
+def test_only_the_tiny_presets_shrink_their_prerenders() -> None:
+    presets = default_presets()
+    assert presets["tiny"].prerender_max_side == presets["tiny-sdxl"].prerender_max_side == 256
+    assert presets["sd15"].prerender_max_side is None and presets["sdxl"].prerender_max_side is None
 
 
 def test_prerender_batch_at_a_smaller_canvas(tiny_drawer: Drawer) -> None:
