@@ -99,9 +99,12 @@ def prerender_inputs(
     noise: torch.Tensor,
     only: set[str] | None = None,
     seed: int = 0,
+    canvas: tuple[int, int] | None = None,
 ) -> PrerenderInputs | None:
     """One image per subject group (a mother and its components): the same background, the group's boxes
-    rescaled to fill the canvas, each member's reference as its IP conditioning; no refine switch."""
+    rescaled to fill the canvas, each member's reference as its IP conditioning; no refine switch. `canvas`
+    (height, width; default the turn's) is the pre-render's size; its initial latents are the top-left corner of
+    the turn's `noise` (the same seed)."""
     groups = group_subjects(plan, only)
     if not groups:
         return None
@@ -109,9 +112,10 @@ def prerender_inputs(
     prompts = [scene_prompt(plan, group.members) for group in groups]
     prompts += [plan.background, *(m.phrase for m in members)]
     text = encode_texts(pipe, prompts, [plan.negative_prompt] * len(prompts))
+    height, width = canvas or (plan.height, plan.width)
     images, row = [], 1
     for group in groups:
-        boxes = fill_canvas([m.box for m in group.members], plan.height, plan.width)
+        boxes = fill_canvas([m.box for m in group.members], height, width)
         rows = list(range(row, row + len(group.members)))
         row += len(group.members)
         images.append(
@@ -123,16 +127,17 @@ def prerender_inputs(
             )
         )
     count = len(groups)
+    corner = _corner(noise, height, width, plan.height, plan.width)
     batch = RenderBatch(
         images=images,
         prompts=text.select(list(range(count))),
         region_text=text.embeds[count:],
         references=references,
-        height=plan.height,
-        width=plan.width,
+        height=height,
+        width=width,
         steps=settings.prerender_steps,
         guidance_scale=settings.guidance_scale,
-        latents=noise.expand(count, *noise.shape[1:]).contiguous(),
+        latents=corner.expand(count, *corner.shape[1:]).contiguous(),
         fuse_scale=settings.fuse_scale,
         global_weight=settings.global_weight,
         img_scale=settings.img_scale,
@@ -141,3 +146,11 @@ def prerender_inputs(
         mechanisms=tuple(m for m in settings.mechanisms if m in ("regional", "subject_reference")),
     )
     return PrerenderInputs(groups=groups, batch=batch)
+
+
+def _corner(noise: torch.Tensor, height: int, width: int, full_height: int, full_width: int) -> torch.Tensor:
+    """The top-left part of the turn's initial noise that covers a height x width canvas."""
+    if (height, width) == (full_height, full_width):
+        return noise
+    rows, cols = noise.shape[-2] * height // full_height, noise.shape[-1] * width // full_width
+    return noise[..., :rows, :cols]

@@ -32,7 +32,7 @@ from drawer.region_sampler import render_regions
 from drawer.render import render
 from drawer.standin import PlannedBoxLocator
 from drawer.stepping import Progress
-from drawer.subject_init import group_subjects, prerender_and_collage
+from drawer.subject_init import group_subjects, prerender_and_collage, prerender_canvas
 from drawer.validation import check_job
 from studio.draw import DrawJob, DrawResult, DrawSettings, SubjectCrop
 from studio.failures import DrawError
@@ -166,7 +166,9 @@ class Drawer:
         hooks: list[LatentBlend] = []
         if prerender:
             with timer.stage("prerender"):
-                inputs = prerender_inputs(pipe, plan, settings, embeds, ref_index, noise, only, seed)
+                max_side = self.preset.prerender_max_side
+                canvas = prerender_canvas(plan.height, plan.width, max_side, self.vae_scale_factor)
+                inputs = prerender_inputs(pipe, plan, settings, embeds, ref_index, noise, only, seed, canvas)
                 assert inputs is not None
                 inputs.batch.reference_plan = ref_plan
                 init = prerender_and_collage(pipe, inputs, plan, settings, self.locator, blend_noise, progress)

@@ -60,6 +60,20 @@ def fill_canvas(boxes: list[Box], height: int, width: int) -> list[Box]:
     return [Box(x=b.x * scale + dx, y=b.y * scale + dy, w=b.w * scale, h=b.h * scale) for b in boxes]
 
 
+def prerender_canvas(height: int, width: int, max_side: int | None, factor: int = 8) -> tuple[int, int]:
+    """The (height, width) the groups are pre-rendered at: the turn's canvas, or with `max_side` that canvas
+    scaled down, aspect kept, so that its longer side is at most `max_side`; sides are multiples of `factor`
+    and at least 64 px (or the turn's side, if smaller)."""
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+
+    def side(value: int) -> int:
+        return max(int(value * scale) // factor * factor, min(value, 64))
+
+    return side(height), side(width)
+
+
 @dataclass
 class Collage:
     image: Image.Image

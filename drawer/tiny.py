@@ -184,28 +184,33 @@ def _hidden_size_of(unet: UNet2DConditionModel, processor_name: str) -> int:
 
 
 def tiny_sd15_unet() -> UNet2DConditionModel:
-    """SD1.5's UNet shape at tiny widths: 4 levels, cross-attention at the first three (latent/1, /2, /4) and
-    none at the lowest-resolution one, as in the real model."""
+    """SD1.5's UNet shape at tiny widths and depths: 4 levels, the same block types (cross-attention at the first
+    three levels, latent/1, /2, /4, and none at the lowest, as in the real model), one 16-wide attention head
+    everywhere. The full-resolution level has no layer on the down path (its block only downsamples) and one on
+    the up path, so the 4,096-token self-attention of a 512 x 512 canvas runs once per UNet call instead of five
+    times (SD1.5: 2 down + 3 up): it is the one cost that grows with the square of the canvas area."""
     return UNet2DConditionModel(
-        block_out_channels=(8, 16, 32, 32),
-        layers_per_block=1,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=(0, 1, 1, 1),
         sample_size=64,
         in_channels=4,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=_TEXT_HIDDEN,
-        attention_head_dim=(1, 2, 4, 4),  # diffusers reads it as heads per level (SD1.5's config quirk)
+        attention_head_dim=(1, 1, 2, 2),  # diffusers reads it as heads per level (SD1.5's config quirk): 16 wide
         norm_num_groups=8,
     )
 
 
 def tiny_sdxl_unet() -> UNet2DConditionModel:
-    """SDXL's UNet shape at tiny widths: 3 levels, no attention at the first (full latent resolution), deeper
-    transformers at the lowest level, text_time added conditioning."""
+    """SDXL's UNet shape at tiny widths and depths: 3 levels, the same block types (no attention at the first,
+    full latent resolution), deeper transformers at the lowest level, text_time added conditioning, 16-wide
+    heads. The first two levels have no layer on the down path (their blocks only downsample) and one on the up
+    path, so the latent/2 self-attention (4,096 tokens at 1024 x 1024) runs once per UNet call."""
     return UNet2DConditionModel(
-        block_out_channels=(8, 16, 32),
-        layers_per_block=1,
+        block_out_channels=(16, 16, 32),
+        layers_per_block=(0, 0, 1),
         sample_size=128,
         in_channels=4,
         out_channels=4,
@@ -216,7 +221,7 @@ def tiny_sdxl_unet() -> UNet2DConditionModel:
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=_TEXT_HIDDEN + 6 * 8,
         use_linear_projection=True,
-        attention_head_dim=(1, 2, 4),
+        attention_head_dim=(1, 1, 2),
         transformer_layers_per_block=(1, 1, 2),
         norm_num_groups=8,
     )

@@ -64,6 +64,12 @@ class ModelPreset(BaseModel):
     tiny_vae: str | None = Field(
         default=None, description="hub id or folder of the preview autoencoder (TAESD/TAESDXL); 'tiny': random"
     )
+    prerender_max_side: int | None = Field(
+        default=None,
+        ge=64,
+        description="subject init pre-renders on the turn's canvas scaled down (aspect kept) to at most this side; "
+        "None: on the turn's canvas",
+    )
 
     @model_validator(mode="after")
     def _tiny_only_for_tiny(self) -> ModelPreset:
@@ -76,11 +82,13 @@ class ModelPreset(BaseModel):
 def default_presets() -> dict[str, ModelPreset]:
     return {
         # the tiny presets accept the canvases of the real models they are shaped like (sd15, sdxl below)
+        # (their pre-renders, whose pixels only the collage and the crops use, are drawn at 256 px: docs/drawer.md)
         "tiny": ModelPreset(
             kind="tiny",
             dtype="float32",
             device="cpu",
             max_side=1024,
+            prerender_max_side=256,
             fast=FastModeWeights(lora="tiny"),
             tiny_vae="tiny",
         ),
@@ -89,6 +97,7 @@ def default_presets() -> dict[str, ModelPreset]:
             dtype="float32",
             device="cpu",
             max_side=2048,
+            prerender_max_side=256,
             fast=FastModeWeights(lora="tiny", scheduler="lightning"),
             tiny_vae="tiny",
         ),

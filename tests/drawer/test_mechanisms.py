@@ -309,7 +309,7 @@ class AttnCall:
 @pytest.fixture
 def first_attn2(tiny_drawer: Drawer) -> Iterator[tuple[Attention, list[AttnCall]]]:
     """The highest-resolution cross-attention layer, recording every call (inputs, layout, output)."""
-    attn = tiny_drawer.pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+    attn = tiny_drawer.pipe.unet.up_blocks[3].attentions[0].transformer_blocks[0].attn2
     calls: list[AttnCall] = []
 
     def hook(_module: Any, args: tuple, kwargs: dict[str, Any], output: torch.Tensor) -> None:
@@ -475,7 +475,8 @@ def test_edit_pins_the_kept_latents_to_the_noised_previous_picture_every_step(
     assert len(seen) == steps
     for step, before, after in seen:
         goal = old if step == steps - 1 else noised(tiny_drawer, old, blend_noise, timesteps[step + 1])
-        torch.testing.assert_close(after[keep], goal[keep], rtol=0, atol=1e-5, msg=f"step {step}")
+        # float32 rounding of (1 - M)·x + M·goal with the free latents x: about 1e-5 with the issue-11 tiny UNet
+        torch.testing.assert_close(after[keep], goal[keep], rtol=0, atol=5e-5, msg=f"step {step}")
         assert torch.equal(after[~keep], before[~keep]), f"step {step}: the regenerated box denoises freely"
 
 

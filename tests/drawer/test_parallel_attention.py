@@ -32,7 +32,7 @@ BOX_B = Box(x=48, y=16, w=40, h=32)
 
 @pytest.fixture(scope="module")
 def attn(tiny_drawer: Drawer) -> Attention:
-    return tiny_drawer.pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+    return tiny_drawer.pipe.unet.up_blocks[3].attentions[0].transformer_blocks[0].attn2  # full resolution
 
 
 @pytest.fixture(scope="module")

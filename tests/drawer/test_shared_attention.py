@@ -99,8 +99,8 @@ def test_halves_attend_within_their_own_half(tiny_drawer: Drawer, up_attn1: Atte
 
 
 def test_non_up_blocks_stay_stock(tiny_drawer: Drawer) -> None:
-    attn = tiny_drawer.pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
-    grid = unet_grids(tiny_drawer.pipe.unet, H, W, 2)[0]
+    attn = tiny_drawer.pipe.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1
+    grid = unet_grids(tiny_drawer.pipe.unet, H, W, 2)[1]
     ctx = _context(tiny_drawer, anchors=[0])
     ctx.kept, ctx.step = {grid.tokens: torch.ones(2, grid.tokens, dtype=torch.bool)}, 1
     ctx.index_kept()

@@ -24,8 +24,11 @@ SDXL_UP = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
 
 
 def _attention_levels(unet: UNet2DConditionModel) -> list[int]:
-    """The UNet levels (0 = full latent resolution) whose down block holds attention."""
-    return [level for level, block in enumerate(unet.down_blocks) if getattr(block, "has_cross_attention", False)]
+    """The UNet levels (0 = full latent resolution) that hold attention modules, on the down or the up path."""
+    levels = len(unet.down_blocks)
+    found = {level for level, block in enumerate(unet.down_blocks) if len(getattr(block, "attentions", [])) > 0}
+    found |= {levels - 1 - i for i, block in enumerate(unet.up_blocks) if len(getattr(block, "attentions", [])) > 0}
+    return sorted(found)
 
 
 def test_tiny_sd15_has_sd15_shapes(tiny_drawer: Drawer) -> None:
@@ -75,3 +78,16 @@ def test_tiny_draws_odd_latent_sizes_through_all_levels(tiny_drawer: Drawer, hei
 def test_tiny_sdxl_draws_the_real_presets_odd_canvases(tiny_sdxl_drawer: Drawer, height: int, width: int) -> None:
     """920 / 8 = 115 and 1344 / 8 = 168 = 8 · 21 latents: sides that are multiples of 8 but not of 64."""
     assert _draw_two_subjects(tiny_sdxl_drawer, height, width).size == (width, height)
+
+
+@pytest.mark.parametrize(("fixture", "level"), [("tiny_drawer", 0), ("tiny_sdxl_drawer", 1)])
+def test_tiny_presets_attend_once_at_their_finest_attention_level(
+    fixture: str, level: int, request: pytest.FixtureRequest
+) -> None:
+    """Speed (issue 11): the self-attention over the most tokens runs in one up-path layer, 16-wide heads."""
+    unet = request.getfixturevalue(fixture).pipe.unet
+    up = unet.up_blocks[len(unet.down_blocks) - 1 - level]
+    assert len(getattr(unet.down_blocks[level], "attentions", [])) == 0
+    assert len(up.attentions) == 1 and len(up.attentions[0].transformer_blocks) == 1
+    attn = up.attentions[0].transformer_blocks[0].attn1
+    assert attn.inner_dim // attn.heads == 16

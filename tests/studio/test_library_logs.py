@@ -57,7 +57,9 @@ def test_loading_the_tiny_models_prints_no_known_warning() -> None:
     script = (
         "from studio.settings import Settings\n"
         "from entrypoints.runtime import load_preset_drawer\n"
-        "load_preset_drawer(Settings(), 'tiny')\n"
+        "drawer = load_preset_drawer(Settings(), 'tiny')\n"
+        "from drawer.conditioning import encode_texts\n"
+        "encode_texts(drawer.pipe, ['a girl in a long red coat ' * 5], ['blurry'])\n"  # over 77 byte tokens
     )
     completed = subprocess.run(  # a fresh process: transformers warns once per process
         [sys.executable, "-c", script],
@@ -70,3 +72,31 @@ def test_loading_the_tiny_models_prints_no_known_warning() -> None:
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "requires torchvision" not in completed.stderr
     assert "should be kept in float32" not in completed.stderr
+    assert "sequence length is longer" not in completed.stderr
+    assert "was truncated because CLIP" not in completed.stderr
+
+
+TRUNCATION_NOTES = {
+    "transformers.tokenization_utils_base": "Token indices sequence length is longer than the specified maximum "
+    "sequence length for this model (150 > 77). Running this sequence through the model will result in indexing "
+    "errors",
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion": "The following part of your input was "
+    "truncated because CLIP can only handle sequences up to 77 tokens: ['a long tail']",
+    "diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl": "The following part of your input was "
+    "truncated because CLIP can only handle sequences up to 77 tokens: ['a long tail']",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRUNCATION_NOTES))
+def test_prompt_truncation_notes_are_dropped_and_nothing_else(name: str) -> None:
+    handler = Collect()
+    source = logging.getLogger(name)
+    source.addHandler(handler)
+    try:
+        quiet_known_library_warnings()
+        source.warning(TRUNCATION_NOTES[name])
+        source.warning("`height` and `width` have to be divisible by 8")  # another message of that logger
+        logging.getLogger("diffusers.other").warning(TRUNCATION_NOTES[name])  # same text, another logger
+    finally:
+        source.removeHandler(handler)
+    assert handler.messages == ["`height` and `width` have to be divisible by 8"]
