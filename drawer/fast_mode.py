@@ -74,7 +74,8 @@ def load_fast_lora(pipe: DiffusionPipeline, weights: FastModeWeights) -> None:
     loaded = pipe.get_list_adapters()
     if ADAPTER not in loaded.get("unet", []):
         raise ModelLoadError(f"fast.lora: {weights.lora!r} holds no LoRA weights for this model's UNet")
-    pipe.set_adapters([ADAPTER], adapter_weights=[weights.lora_scale])
+    if weights.lora_scale != 1.0:  # a loaded adapter is active at 1.0; diffusers' scale expansion needs an int
+        pipe.set_adapters([ADAPTER], adapter_weights=[weights.lora_scale])  # layers_per_block (real UNets have one)
     pipe.disable_lora()
 
 

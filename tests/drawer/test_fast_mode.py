@@ -117,7 +117,7 @@ def test_fast_draw_uses_few_steps_guidance_and_the_fast_scheduler(file_drawer: D
             steps=kwargs["num_inference_steps"],
             guidance=kwargs["guidance_scale"],
             scheduler=type(pipe.scheduler),
-            lora=pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.disable_adapters,
+            lora=pipe.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q.disable_adapters,
         )
         return original(self, *args, **kwargs)
 

@@ -180,7 +180,7 @@ def test_processors_inject_in_down_and_up_blocks_at_the_injection_grid(tiny_draw
 
 
 def test_layers_off_the_injection_grid_stay_as_they_were(tiny_drawer: Drawer) -> None:
-    attn = tiny_drawer.pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    attn = tiny_drawer.pipe.unet.up_blocks[3].attentions[0].transformer_blocks[0].attn1  # the full-resolution layer
     ctx, grid = _context(tiny_drawer)
     hidden = _hidden(attn, grid.tokens * 4)
     with torch.no_grad():

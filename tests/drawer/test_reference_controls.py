@@ -62,7 +62,7 @@ def test_step_scale_is_the_scale_inside_the_window_and_zero_outside() -> None:
 def image_row_weights(tiny_drawer: Drawer) -> Iterator[list[dict[int, float]]]:
     """Per call of one cross-attention layer (once per step): the total image-row weight per reference slot
     that the processor receives through its `layout` context."""
-    attn = tiny_drawer.pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+    attn = tiny_drawer.pipe.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn2
     seen: list[dict[int, float]] = []
 
     def hook(_module: Any, _args: tuple, kwargs: dict[str, Any]) -> None:
