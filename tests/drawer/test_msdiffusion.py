@@ -28,7 +28,7 @@ from studio.settings import ModelPreset
 from tests.drawer.conftest import fast_settings, png, two_subject_plan
 
 SIDE = 128  # canvas; latents 16×16, attention grids 8×8 and 4×4
-LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
+LAYER = "down_blocks.2.attentions.0.transformer_blocks.0.attn2"
 BOXES = [(0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0)]  # normalised xyxy, no overlap
 
 
