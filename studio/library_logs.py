@@ -14,6 +14,9 @@ emits each (the libraries' other messages, and these loggers' other messages, st
   handle sequences up to 77 tokens: […]": every prompt row is cut to CLIP's 77 positions by design (AutoStudio's
   rows too); the notice repeats the cut text on every turn, and with the tiny presets' byte-level tokenizer
   (one token per character) on almost every global prompt.
+- diffusers (LoRA loading): "No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. This
+  is safe to ignore if …": fast mode's LCM-LoRA / Lightning LoRA adapt the UNet only (docs/fast_mode.md); a LoRA
+  with no UNet keys is refused by the drawer itself. Only the text encoders' notice is dropped.
 
 Installed by the code that loads the models (the drawer's and the vision models' loaders, the benchmark's
 CLIP); importing this module imports neither library."""
@@ -32,6 +35,9 @@ _KNOWN_HARMLESS = {
     ),
     "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion": _TRUNCATED,
     "diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl": _TRUNCATED,
+    "diffusers.loaders.lora_base": re.compile(
+        r"^No LoRA keys associated to CLIPTextModel(WithProjection)? found with the prefix='text_encoder(_2)?'"
+    ),
 }
 
 

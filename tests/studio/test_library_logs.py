@@ -100,3 +100,17 @@ def test_prompt_truncation_notes_are_dropped_and_nothing_else(name: str) -> None
     finally:
         source.removeHandler(handler)
     assert handler.messages == ["`height` and `width` have to be divisible by 8"]
+
+
+def test_the_text_encoders_no_lora_keys_notice_is_dropped_and_the_unets_is_not() -> None:
+    handler = Collect()
+    source = logging.getLogger("diffusers.loaders.lora_base")
+    source.addHandler(handler)
+    try:
+        quiet_known_library_warnings()
+        source.warning("No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. This is safe")
+        source.warning("No LoRA keys associated to CLIPTextModelWithProjection found with the prefix='text_encoder_2'.")
+        source.warning("No LoRA keys associated to UNet2DConditionModel found with the prefix='unet'.")
+    finally:
+        source.removeHandler(handler)
+    assert handler.messages == ["No LoRA keys associated to UNet2DConditionModel found with the prefix='unet'."]
