@@ -69,6 +69,7 @@ class CeleryDrawer:
         goes away is waited for until the deadline: the job is not lost, it is in Redis or on a worker."""
         pubsub = None
         sent = False
+        finished = False  # the `finished` message was read: every step and preview before it was too
         while True:
             if cancel is not None and cancel.is_set():
                 self._try(lambda: self.jobs.request_cancel(job_id))
@@ -88,21 +89,22 @@ class CeleryDrawer:
                     # cancelled by a process that stopped (a shutdown cancels too): this turn still wants its
                     # picture, so the job is drawn again
                     self.jobs.forget(job_id)
-                    sent = False
+                    sent, finished = False, False
                 elif outcome is not None:
-                    self._drain(pubsub, on_step)  # steps and previews published before the outcome
+                    if not finished:
+                        self._drain(pubsub, on_step)  # steps and previews published before the outcome
                     return outcome
                 if not sent:
                     self._send(job_id, job)
                     sent = True
                 message = pubsub.get_message(timeout=POLL_SECONDS)
                 if message is not None:
-                    _relay(message, on_step)
+                    finished = _relay(message, on_step) or finished
             except (redis.RedisError, OperationalError, OSError) as exc:
                 log.warning("job %s: broker unreachable (%s); waiting for it", job_id, exc)
                 # once it is back, send again unless its record of the job survived (a broker restarted
                 # without persistence lost its queue too)
-                pubsub, sent = None, False
+                pubsub, sent, finished = None, False, False
                 time.sleep(POLL_SECONDS)
 
     def _drain(self, pubsub: Any, on_step: StepCallback | None) -> None:
