@@ -14,6 +14,7 @@ from kombu.exceptions import OperationalError
 
 from studio.draw import DrawJob, DrawResult
 from studio.failures import DrawCancelled, DrawError
+from studio.fast_mode import PreviewImage, preview_sink
 from studio.protocols import StepCallback
 from studio.rejections import BackendUnavailable
 from studio.settings import DrawerBackendSettings
@@ -68,6 +69,7 @@ class CeleryDrawer:
         goes away is waited for until the deadline: the job is not lost, it is in Redis or on a worker."""
         pubsub = None
         sent = False
+        finished = False  # the `finished` message was read: every step and preview before it was too
         while True:
             if cancel is not None and cancel.is_set():
                 self._try(lambda: self.jobs.request_cancel(job_id))
@@ -87,23 +89,30 @@ class CeleryDrawer:
                     # cancelled by a process that stopped (a shutdown cancels too): this turn still wants its
                     # picture, so the job is drawn again
                     self.jobs.forget(job_id)
-                    sent = False
+                    sent, finished = False, False
                 elif outcome is not None:
+                    if not finished:
+                        self._drain(pubsub, on_step)  # steps and previews published before the outcome
                     return outcome
                 if not sent:
                     self._send(job_id, job)
                     sent = True
                 message = pubsub.get_message(timeout=POLL_SECONDS)
-                if message is not None and on_step is not None:
-                    progress = json.loads(message["data"])
-                    if "step" in progress:
-                        on_step(progress["step"], progress["total"])
+                if message is not None:
+                    finished = _relay(message, on_step) or finished
             except (redis.RedisError, OperationalError, OSError) as exc:
                 log.warning("job %s: broker unreachable (%s); waiting for it", job_id, exc)
                 # once it is back, send again unless its record of the job survived (a broker restarted
                 # without persistence lost its queue too)
-                pubsub, sent = None, False
+                pubsub, sent, finished = None, False, False
                 time.sleep(POLL_SECONDS)
+
+    def _drain(self, pubsub: Any, on_step: StepCallback | None) -> None:
+        """Relay what is still buffered on the progress channel, up to the `finished` message (or a quiet
+        poll, for an outcome stored before this client subscribed)."""
+        while (message := pubsub.get_message(timeout=POLL_SECONDS)) is not None:
+            if _relay(message, on_step):
+                return
 
     def _send(self, job_id: str, job: DrawJob) -> None:
         if not self.jobs.mark_sent(job_id):
@@ -128,6 +137,22 @@ class CeleryDrawer:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _relay(message: dict[str, Any], on_step: StepCallback | None) -> bool:
+    """Hand one progress message to the caller: a step to `on_step`, a preview to its preview sink (none is
+    relayed to a caller without one; a malformed preview is dropped). True for the `finished` message."""
+    progress = json.loads(message["data"])
+    if "step" in progress and on_step is not None:
+        on_step(progress["step"], progress["total"])
+    elif "preview" in progress and (sink := preview_sink(on_step)) is not None:
+        try:
+            image = PreviewImage.from_event_data(progress["preview"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropped a malformed preview message")
+            return False
+        sink(image)
+    return bool(progress.get("finished"))
 
 
 def _safe(url: str) -> str:

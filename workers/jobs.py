@@ -3,6 +3,7 @@ finished picture survives the API process that waits for it), progress channel, 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Literal
 
@@ -10,6 +11,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from studio.draw import DrawResult
+from studio.fast_mode import PREVIEW_MAX_BYTES, PreviewImage
 
 
 def queue_name(prefix: str, preset: str) -> str:
@@ -57,6 +59,14 @@ class JobStore:
 
     def publish_step(self, job_id: str, step: int, total: int) -> None:
         self.redis.publish(self.channel(job_id), f'{{"step": {step}, "total": {total}}}')
+
+    def publish_preview(self, job_id: str, image: PreviewImage) -> bool:
+        """Relay one live preview on the progress channel (`{"preview": {...}}`, the image base64-encoded, as the
+        `preview` turn event carries it). One over PREVIEW_MAX_BYTES is dropped, not sent: False."""
+        if len(image.data) > PREVIEW_MAX_BYTES:
+            return False
+        self.redis.publish(self.channel(job_id), json.dumps({"preview": image.event_data()}))
+        return True
 
     def mark_sent(self, job_id: str) -> bool:
         """True the first time only: a job resumed after a restart is not queued a second time."""

@@ -18,7 +18,8 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from studio.cancellation import StoredCancel
 from studio.draw import DrawJob
 from studio.failures import DrawCancelled, TurnFailure, clip_reason
-from studio.protocols import Drawer
+from studio.fast_mode import StepReporter
+from studio.protocols import Drawer, StepCallback
 from studio.settings import Settings
 from workers.app import DRAW_TASK, make_app
 from workers.jobs import JobOutcome, JobStore, queue_name, redis_client
@@ -96,6 +97,18 @@ class WorkerRuntime:
             self.beat.current_job = None
             self.jobs.release(job_id)
 
+    def _progress(self, job_id: str, job: DrawJob) -> StepCallback:
+        """The step callback handed to the drawer: steps go to the job's progress channel, and so do live
+        previews when the job wants them (a StepReporter, whose `preview` the drawer finds); without previews
+        it has no `preview` method, so the drawer decodes and publishes nothing more."""
+
+        def step(s: int, t: int) -> None:
+            self.jobs.publish_step(job_id, s, t)
+
+        if not job.settings.wants_previews:
+            return step
+        return StepReporter(step, lambda image: self.jobs.publish_preview(job_id, image))
+
     def _run_claimed(self, task: Task, job_id: str, job_json: str, enqueued_at: float) -> str:
         started = time.time()
         self.records.observe(self.preset, "queue", max(0.0, started - enqueued_at))
@@ -114,7 +127,7 @@ class WorkerRuntime:
         cancel = StoredCancel(lambda: self.jobs.cancel_requested(job_id), CANCEL_POLL_SECONDS)
         try:
             job = DrawJob.model_validate_json(job_json)
-            result = self.drawer.draw(job, on_step=lambda s, t: self.jobs.publish_step(job_id, s, t), cancel=cancel)
+            result = self.drawer.draw(job, on_step=self._progress(job_id, job), cancel=cancel)
         except DrawCancelled:
             self.jobs.put_outcome(job_id, JobOutcome(status="cancelled", **common))
             return "cancelled"

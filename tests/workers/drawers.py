@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import time
 
+from PIL import Image
+
 from studio.draw import DrawJob, DrawResult
 from studio.failures import DrawCancelled, DrawError
+from studio.fast_mode import PREVIEW_MAX_BYTES, PreviewImage, preview_sink
 from studio.images import decode_image
 from studio.protocols import StepCallback
 from studio.settings import Settings
@@ -67,3 +71,32 @@ def anchor_echo(subject_id: str, carried: bytes | None) -> bytes:
 
 def anchor_drawer(settings: Settings, preset: str) -> AnchorEchoDrawer:
     return AnchorEchoDrawer(steps=2, step_seconds=0.0)
+
+
+PREVIEWS_PER_JOB = 3
+
+
+class PreviewingDrawer(PausingDrawer):
+    """PausingDrawer that hands a small JPEG preview per step to the step callback's preview sink (when it has
+    one, as the real drawer does), then one over PREVIEW_MAX_BYTES, which the worker must not relay."""
+
+    def draw(
+        self, job: DrawJob, on_step: StepCallback | None = None, cancel: threading.Event | None = None
+    ) -> DrawResult:
+        sink = preview_sink(on_step)
+        if sink is not None:
+            for step in range(1, PREVIEWS_PER_JOB + 1):
+                sink(preview_image(step, PREVIEWS_PER_JOB))
+            oversized = preview_image(PREVIEWS_PER_JOB, PREVIEWS_PER_JOB)
+            sink(oversized.model_copy(update={"data": b"\xff" * (PREVIEW_MAX_BYTES + 1)}))
+        return super().draw(job, on_step=on_step, cancel=cancel)
+
+
+def preview_image(step: int, total: int) -> PreviewImage:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (step * 60 % 256, 20, 200)).save(buffer, format="JPEG")
+    return PreviewImage(step=step, total=total, width=16, height=16, format="jpeg", data=buffer.getvalue())
+
+
+def previewing_drawer(settings: Settings, preset: str) -> PreviewingDrawer:
+    return PreviewingDrawer(steps=2, step_seconds=0.0)
