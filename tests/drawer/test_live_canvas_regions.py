@@ -139,6 +139,11 @@ def test_cached_coverage_gives_the_fresh_layout_weights() -> None:
         cached = layout_coverages(boxes, masks, keys, grids, height, width)  # type: ignore[arg-type]
         plain = layout_coverages(boxes[1:], None, keys[1:], grids, height, width)  # type: ignore[arg-type]
     assert cache.coverage_calls == 2  # each item once; the dog alone comes from the cache
+    other_grids = attention_grids(height, width, 4, 2)  # another UNet: the same items are covered again
+    with cache.use():
+        again = layout_coverages(boxes, masks, keys, other_grids, height, width)  # type: ignore[arg-type]
+    expected = layout_coverages(boxes, masks, None, other_grids, height, width)  # type: ignore[arg-type]
+    assert cache.coverage_calls == 4 and all(torch.equal(a, b) for a, b in zip(again, expected, strict=True))  # type: ignore[arg-type]
     for grid, a, b, c in zip(grids, fresh, cached, plain, strict=True):
         assert a is not None and b is not None and c is not None and torch.equal(a, b)
         args = (boxes, [True, False], grid, height, width, (0.8, 0.1), 0.2, 0.7)
