@@ -6,8 +6,9 @@ import torch
 from diffusers import DiffusionPipeline
 
 from drawer.conditioning import ReferenceEmbeds, encode_texts
+from drawer.live_canvas import active_cache, item_canvas_weights, region_key
 from drawer.parallel_attention import RegionImage
-from drawer.region_masks import canvas_weights, lerp_rows
+from drawer.region_masks import lerp_rows
 from drawer.render import RenderBatch
 from drawer.stepping import LatentHook
 from drawer.subject_init import PrerenderInputs, fill_canvas, group_subjects
@@ -26,7 +27,7 @@ def scene_prompt(plan: TurnPlan, items: list[PlanItem]) -> str:
 
 def region_masks(plan: TurnPlan) -> list[torch.Tensor | None] | None:
     """Each item's soft canvas weights (None: a plain box); None when every item is a plain box."""
-    masks = [canvas_weights(item, plan.height, plan.width) for item in plan.items]
+    masks = [item_canvas_weights(item, plan.height, plan.width) for item in plan.items]
     return masks if any(mask is not None for mask in masks) else None
 
 
@@ -67,6 +68,7 @@ def main_batch(
         reference_index=[reference_index.get(item.subject_id) for item in plan.items],
         masks=region_masks(plan),
         negative_rows=negative_rows,
+        region_keys=[region_key(item, plan.height, plan.width) for item in plan.items] if active_cache() else None,
     )
     region_text = lerp_rows(text.embeds[1:], 0, subject_rows, [item.prompt_strength for item in plan.items])
     return RenderBatch(

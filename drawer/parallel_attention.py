@@ -22,6 +22,7 @@ diffusers' IPAdapterAttnProcessor2_0 (or AttnProcessor2_0 for a model without IP
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
 from drawer.layout_masks import Grid, layout_weights
-from drawer.region_masks import negative_weights, region_coverage
+from drawer.live_canvas import layout_coverages
+from drawer.region_masks import negative_weights
 
 if TYPE_CHECKING:
     from drawer.mechanisms.global_reference import GlobalReferenceContext
@@ -54,6 +56,8 @@ class RegionImage:
     """Regions: each subject's soft canvas weights [H, W] (None: its box), drawer.region_masks."""
     negative_rows: list[int | None] | None = None
     """Regions: the `region_text` row of each subject's own negative prompt (None: the pipeline's)."""
+    region_keys: list[Hashable] | None = None
+    """Live canvas: each subject's region cache key (drawer.live_canvas.region_key); None: weights not cached."""
 
 
 @dataclass
@@ -200,19 +204,12 @@ def build_regional_context(
     text, image = _Rows(), _Rows()
     for b, spec in enumerate(images):
         has_ref = [index is not None for index in spec.reference_index]
+        coverages = layout_coverages(spec.boxes, spec.masks, spec.region_keys, grids, height, width)
         per_grid = [
             layout_weights(
-                spec.boxes,
-                has_ref,
-                grid,
-                height,
-                width,
-                fuse_scale,
-                global_weight,
-                img_scale,
-                coverage=region_coverage(spec.boxes, spec.masks, grid, height, width),
+                spec.boxes, has_ref, grid, height, width, fuse_scale, global_weight, img_scale, coverage=coverage
             )
-            for grid in grids
+            for grid, coverage in zip(grids, coverages, strict=True)
         ]
         if guided and spec.negative_rows is not None and any(r is not None for r in spec.negative_rows):
             uncond, negatives = negative_weights(per_grid, spec.negative_rows, grids)
