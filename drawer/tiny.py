@@ -162,19 +162,29 @@ def random_ip_adapter_plus_state_dict(
         "norm_out.weight": torch.ones(cross_dim),
         "norm_out.bias": torch.zeros(cross_dim),
     }
-    for i in range(depth):
-        for norm in ("norm1", "norm2"):
-            image_proj[f"layers.{i}.0.{norm}.weight"] = torch.ones(hidden)
-            image_proj[f"layers.{i}.0.{norm}.bias"] = torch.zeros(hidden)
-        image_proj[f"layers.{i}.0.to_q.weight"] = rand(inner, hidden)
-        image_proj[f"layers.{i}.0.to_kv.weight"] = rand(2 * inner, hidden)
-        image_proj[f"layers.{i}.0.to_out.weight"] = rand(hidden, inner) * 0.1
-        image_proj[f"layers.{i}.1.0.weight"] = torch.ones(hidden)
-        image_proj[f"layers.{i}.1.0.bias"] = torch.zeros(hidden)
-        image_proj[f"layers.{i}.1.1.weight"] = rand(4 * hidden, hidden)
-        image_proj[f"layers.{i}.1.3.weight"] = rand(hidden, 4 * hidden) * 0.1
+    image_proj.update(random_perceiver_layers(depth, hidden, inner, 4, rand))
     ip_adapter = random_ip_adapter_state_dict(unet)["ip_adapter"]
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def random_perceiver_layers(
+    depth: int, dim: int, inner: int, ff_mult: int, rand: Callable[[int, int], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Random weights of a Perceiver resampler's `layers.*` (attention, then feed-forward, per layer) in the key
+    layout IP-Adapter-Plus and MS-Diffusion share; `rand(rows, columns)` draws one matrix."""
+    weights: dict[str, torch.Tensor] = {}
+    for i in range(depth):
+        for norm in ("norm1", "norm2"):
+            weights[f"layers.{i}.0.{norm}.weight"] = torch.ones(dim)
+            weights[f"layers.{i}.0.{norm}.bias"] = torch.zeros(dim)
+        weights[f"layers.{i}.0.to_q.weight"] = rand(inner, dim)
+        weights[f"layers.{i}.0.to_kv.weight"] = rand(2 * inner, dim)
+        weights[f"layers.{i}.0.to_out.weight"] = rand(dim, inner) * 0.1
+        weights[f"layers.{i}.1.0.weight"] = torch.ones(dim)
+        weights[f"layers.{i}.1.0.bias"] = torch.zeros(dim)
+        weights[f"layers.{i}.1.1.weight"] = rand(ff_mult * dim, dim)
+        weights[f"layers.{i}.1.3.weight"] = rand(dim, ff_mult * dim) * 0.1
+    return weights
 
 
 def _hidden_size_of(unet: UNet2DConditionModel, processor_name: str) -> int:

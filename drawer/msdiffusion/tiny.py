@@ -10,6 +10,7 @@ from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
 from drawer.msdiffusion.resampler import DIM_HEAD, FOURIER_FREQS
 from drawer.msdiffusion.weights import install_adapter
+from drawer.tiny import random_perceiver_layers
 
 
 def random_adapter_state_dict(
@@ -51,17 +52,7 @@ def random_adapter_state_dict(
         "norm_out.weight": torch.ones(cross),
         "norm_out.bias": torch.zeros(cross),
     }
-    for i in range(depth):
-        for norm in ("norm1", "norm2"):
-            proj[f"layers.{i}.0.{norm}.weight"] = torch.ones(dim)
-            proj[f"layers.{i}.0.{norm}.bias"] = torch.zeros(dim)
-        proj[f"layers.{i}.0.to_q.weight"] = rand(inner, dim)
-        proj[f"layers.{i}.0.to_kv.weight"] = rand(2 * inner, dim)
-        proj[f"layers.{i}.0.to_out.weight"] = rand(dim, inner, gain=0.1)
-        proj[f"layers.{i}.1.0.weight"] = torch.ones(dim)
-        proj[f"layers.{i}.1.0.bias"] = torch.zeros(dim)
-        proj[f"layers.{i}.1.1.weight"] = rand(ff_mult * dim, dim)
-        proj[f"layers.{i}.1.3.weight"] = rand(dim, ff_mult * dim, gain=0.1)
+    proj.update(random_perceiver_layers(depth, dim, inner, ff_mult, rand))
     layers: dict[str, torch.Tensor] = {}
     for k, name in enumerate(unet.attn_processors):
         if name.endswith("attn2.processor"):
