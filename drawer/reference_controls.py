@@ -20,8 +20,7 @@ and `encode` returns exactly what `encode_references` returns, so default output
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +30,7 @@ from PIL import Image
 
 from drawer.conditioning import ReferenceEmbeds, encode_references
 from drawer.mechanisms.global_reference import KWARG as CANVAS_KWARG
-from drawer.mechanisms.global_reference import GlobalReferenceContext, with_global_frames
+from drawer.mechanisms.global_reference import GlobalReferenceContext, stock_ip_branches, with_global_frames
 from drawer.parallel_attention import LAYOUT_KWARG, RegionalContext, RowGroup
 from studio.draw import DrawJob
 from studio.reference_controls import ReferenceControls, resolve_controls
@@ -214,13 +213,8 @@ class CanvasReferences:
         attention_mask: torch.Tensor | None,
         temb: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Outside the regional layout: diffusers' own IP-Adapter processor with one branch per part (the
-        layer's one `to_k_ip`/`to_v_ip` serving each), so it is the stock multi-adapter sum."""
-        tokens = [part.tokens(image_tokens) for part in self.parts]
-        with _branches(processor, [part.scale for part in self.parts]):
-            return IPAdapterAttnProcessor2_0.__call__(
-                processor, attn, hidden_states, (text, tokens), attention_mask, temb
-            )
+        """Outside the regional layout: the stock multi-adapter sum, one branch per part."""
+        return stock_ip_branches(self.parts, processor, attn, hidden_states, text, image_tokens, attention_mask, temb)
 
     def add_frames_attention(
         self,
@@ -233,19 +227,6 @@ class CanvasReferences:
     ) -> None:
         for part in self.parts:
             part.add_frames_attention(processor, flat_query, batch_rows, heads, image_tokens, out)
-
-
-@contextmanager
-def _branches(processor: IPAdapterAttnProcessor2_0, scales: list[float]) -> Iterator[None]:
-    saved = processor.scale, processor.to_k_ip, processor.to_v_ip
-    k, v = processor.to_k_ip[0], processor.to_v_ip[0]
-    processor.scale = list(scales)
-    processor.to_k_ip = torch.nn.ModuleList([k] * len(scales))
-    processor.to_v_ip = torch.nn.ModuleList([v] * len(scales))
-    try:
-        yield
-    finally:
-        processor.scale, processor.to_k_ip, processor.to_v_ip = saved
 
 
 def style_first(batch: RenderBatch) -> int:

@@ -10,6 +10,7 @@ image rows and GRCA read disjoint slices of the same projected tokens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -66,12 +67,7 @@ class GlobalReferenceContext:
         """Text attention plus GRCA outside the regional layout: diffusers' own IP-Adapter processor, fed with
         the frames only, at the GRCA scale (so it is the stock multi-image IP-Adapter, bit for bit). It runs on
         a stand-in for the processor whose IP projections return the layer's cached keys and values."""
-        frames = self.tokens(image_tokens)
-        key, value = self.frames_kv(processor, frames)
-        stand_in = _FramesProjection(processor.num_tokens, [self.scale], key, value)
-        return IPAdapterAttnProcessor2_0.__call__(  # type: ignore[arg-type]
-            stand_in, attn, hidden_states, (text, [frames]), attention_mask, temb
-        )
+        return stock_ip_branches([self], processor, attn, hidden_states, text, image_tokens, attention_mask, temb)
 
     def add_frames_attention(
         self,
@@ -109,22 +105,46 @@ class _Projected:
 
 
 @dataclass
-class _FramesProjection:
+class _ProjectedBranches:
     """What diffusers' IPAdapterAttnProcessor2_0.__call__ reads from its processor (`num_tokens`, `scale`,
-    `to_k_ip`, `to_v_ip`), with the frames' keys and values already projected."""
+    `to_k_ip`, `to_v_ip`): one branch per whole-canvas context, its keys and values already projected."""
 
     num_tokens: list[int]
     scale: list[float]
-    key: torch.Tensor
-    value: torch.Tensor
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
 
     @property
     def to_k_ip(self) -> list[_Projected]:
-        return [_Projected(self.key)]
+        return [_Projected(key) for key in self.keys]
 
     @property
     def to_v_ip(self) -> list[_Projected]:
-        return [_Projected(self.value)]
+        return [_Projected(value) for value in self.values]
+
+
+def stock_ip_branches(
+    parts: Sequence[GlobalReferenceContext],
+    processor: IPAdapterAttnProcessor2_0,
+    attn: torch.nn.Module,
+    hidden_states: torch.Tensor,
+    text: torch.Tensor,
+    image_tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    temb: torch.Tensor | None,
+) -> torch.Tensor:
+    """Text attention plus one IP branch per whole-canvas context (GRCA's frames, the style reference), each
+    under its own softmax and scale: diffusers' own IP-Adapter processor run on a stand-in whose projections
+    return each context's cached keys and values (the layer's one `to_k_ip`/`to_v_ip` served every branch),
+    so the result is the stock multi-adapter sum, bit for bit. The processor itself is never changed."""
+    tokens = [part.tokens(image_tokens) for part in parts]
+    projected = [part.frames_kv(processor, part_tokens) for part, part_tokens in zip(parts, tokens, strict=True)]
+    stand_in = _ProjectedBranches(
+        processor.num_tokens, [part.scale for part in parts], [k for k, _ in projected], [v for _, v in projected]
+    )
+    return IPAdapterAttnProcessor2_0.__call__(  # type: ignore[arg-type]
+        stand_in, attn, hidden_states, (text, tokens), attention_mask, temb
+    )
 
 
 def with_global_frames(subjects: ReferenceEmbeds, frames: ReferenceEmbeds) -> ReferenceEmbeds:
